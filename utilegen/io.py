@@ -1,0 +1,245 @@
+"""Reading and writing micrographs and instance masks.
+
+* Images: TIFF (8/16-bit, float) through tifffile; PNG, JPEG, BMP through OpenCV. RGB
+  images are converted to grayscale; dtypes are kept (8-bit stays 8-bit, 16-bit stays
+  16-bit, float stays float).
+* Masks: integer label TIFF/PNG, or RGB masks with one colour per instance.
+* Calibration: the pixel size is read from ImageJ/TIFF resolution metadata.
+* Writes are atomic (a temporary file in the same folder, then a rename) and never replace
+  an existing file unless ``overwrite=True`` is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .masks import InstanceMask
+
+__all__ = [
+    "IMAGE_SUFFIXES", "read_image", "read_mask", "write_image", "write_mask",
+    "read_pixel_size", "atomic_path", "to_grayscale",
+]
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = TIFF_SUFFIXES + (".png", ".jpg", ".jpeg", ".bmp")
+
+# ImageJ and TIFF spell units in several ways; map them to one spelling.
+_UNIT_ALIASES = {
+    "micron": "µm", "microns": "µm", "um": "µm", "µm": "µm", "\\u00B5m": "µm", "μm": "µm",
+    "nm": "nm", "nanometer": "nm", "nanometers": "nm", "mm": "mm", "cm": "cm",
+    "pixel": None, "pixels": None, "": None,
+}
+
+
+def _check_readable(path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not path.is_file():
+        raise ValueError(f"not a file: {path}")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(
+            f"unsupported file type {path.suffix!r} for {path}; "
+            f"supported: {', '.join(IMAGE_SUFFIXES)}"
+        )
+    return path
+
+
+def _read_raw(path: Path) -> np.ndarray:
+    """The file's pixel array as stored (channels last, RGB order)."""
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                arr = tif.asarray(key=0)
+        except Exception as exc:  # tifffile raises many types for broken files
+            raise ValueError(f"cannot read {path}: not a valid TIFF file ({exc})") from None
+        if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
+            arr = np.moveaxis(arr, 0, -1)  # planar RGB -> channels last
+        return arr
+    import cv2
+
+    data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode handles any path
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if arr is None:
+        raise ValueError(f"cannot read {path}: not a valid {path.suffix.lstrip('.').upper()} image")
+    if arr.ndim == 3:
+        code = cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB
+        arr = cv2.cvtColor(arr, code)
+    return arr
+
+
+def to_grayscale(arr: np.ndarray) -> np.ndarray:
+    """Convert an (M, N, 3|4) RGB(A) image to (M, N), keeping the dtype.
+
+    Images whose colour channels are equal (grayscale saved as RGB, as in EMPS) are taken
+    exactly; others use the ITU-R 601 luma weights 0.299, 0.587, 0.114.
+    """
+    if arr.ndim == 2:
+        return arr
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise ValueError(f"expected a 2-D image or an RGB(A) image, got shape {arr.shape}")
+    rgb = arr[..., :3]
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return np.ascontiguousarray(rgb[..., 0])
+    gray = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    if np.issubdtype(arr.dtype, np.integer):
+        info = np.iinfo(arr.dtype)
+        return np.clip(np.rint(gray), info.min, info.max).astype(arr.dtype)
+    return gray.astype(arr.dtype)
+
+
+def read_image(path) -> np.ndarray:
+    """Read a micrograph as a 2-D array.
+
+    Parameters
+    ----------
+    path : str or Path
+        TIFF, PNG, JPEG or BMP file.
+
+    Returns
+    -------
+    (M, N) ndarray
+        uint8, uint16 or float, as stored; RGB converted to grayscale (`to_grayscale`).
+    """
+    path = _check_readable(path)
+    arr = _read_raw(path)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3:
+        arr = to_grayscale(arr)
+    if arr.ndim != 2:
+        raise ValueError(f"cannot read {path}: expected a 2-D image, got shape {arr.shape} "
+                         "(stacks and volumes are not supported)")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    return arr
+
+
+def read_mask(path) -> InstanceMask:
+    """Read an instance mask: an integer label image, or an RGB mask with a colour per instance.
+
+    An RGB file whose channels are all equal is read as a label image.
+    """
+    path = _check_readable(path)
+    arr = _read_raw(path)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        rgb = arr[..., :3]
+        gray = np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
+        if not gray:
+            return InstanceMask.from_rgb(arr)
+        arr = rgb[..., 0]
+    if arr.dtype == bool:
+        return InstanceMask.from_binary(arr)
+    try:
+        return InstanceMask(arr)
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a valid instance mask: {exc}") from None
+
+
+def read_pixel_size(path) -> tuple[float, str] | None:
+    """Pixel size and unit from a TIFF's ImageJ or resolution metadata.
+
+    Returns
+    -------
+    (pixel_size, unit) or None
+        e.g. ``(0.5, "nm")``; None when the file has no calibration (non-TIFF files,
+        uncalibrated TIFFs, or resolution given per inch, which is a print size).
+    """
+    path = _check_readable(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            tags = page.tags
+            ij = tif.imagej_metadata or {}
+            xres = tags.get("XResolution")
+            res_unit = tags.get("ResolutionUnit")
+            xres = xres.value if xres is not None else None
+            res_unit = int(res_unit.value) if res_unit is not None else 1
+    except Exception as exc:
+        raise ValueError(f"cannot read {path}: not a valid TIFF file ({exc})") from None
+    if xres is None:
+        return None
+    num, den = xres if isinstance(xres, tuple) else (float(xres), 1.0)
+    if num == 0 or den == 0:
+        return None
+    size = den / num  # resolution is pixels per unit
+    raw_unit = ij.get("unit")
+    if raw_unit is not None:
+        unit = _UNIT_ALIASES.get(str(raw_unit).strip().lower(), str(raw_unit))
+        if unit is None:
+            return None
+        return float(size), unit
+    if res_unit == 3:  # centimetre
+        return float(size) * 1e4, "µm"
+    return None  # inch (print resolution, e.g. 72 dpi) or none: not a calibration
+
+
+@contextlib.contextmanager
+def atomic_path(path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Give a temporary path next to `path`; on success rename it to `path` atomically.
+
+    Raises FileExistsError if `path` exists and ``overwrite`` is False. On error the
+    temporary file is removed and `path` is left as it was.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix,
+                               dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_tiff(path, arr, *, overwrite: bool, pixel_size=None, unit: str = "nm"):
+    import tifffile
+
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        raise ValueError(f"{path}: write TIFF files (.tif or .tiff)")
+    kwargs = {}
+    if pixel_size is not None:
+        if not (np.isfinite(pixel_size) and pixel_size > 0):
+            raise ValueError(f"pixel_size must be a positive number, got {pixel_size!r}")
+        kwargs = {"resolution": (1.0 / pixel_size, 1.0 / pixel_size),
+                  "metadata": {"unit": unit}, "imagej": arr.dtype != np.int32}
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tifffile.imwrite(tmp, arr, compression="zlib" if arr.dtype != np.float64 else None,
+                         **kwargs)
+    return path
+
+
+def write_image(path, image, *, pixel_size: float | None = None, unit: str = "nm",
+                overwrite: bool = False) -> Path:
+    """Write a 2-D image as TIFF (dtype kept), with ImageJ calibration if `pixel_size` is given."""
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"image must be 2-D, got shape {image.shape}")
+    return _write_tiff(path, image, overwrite=overwrite, pixel_size=pixel_size, unit=unit)
+
+
+def write_mask(path, mask, *, overwrite: bool = False) -> Path:
+    """Write an instance mask as a label TIFF (uint16, or int32 above 65535 labels)."""
+    if not isinstance(mask, InstanceMask):
+        mask = InstanceMask(mask)
+    return _write_tiff(path, mask.labels, overwrite=overwrite)
