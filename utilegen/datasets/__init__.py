@@ -1,0 +1,12 @@
+"""Datasets of real image/mask pairs: folders on disk, EMPS, and a built-in sample.
+
+Every dataset here is a sequence of ``(image, InstanceMask)`` pairs. `get_pair` reads one
+pair from any of utilegen's datasets (or a list of pairs, or a concatenation), which is
+how training code accepts "real", "synthetic" and "mixed" data alike.
+"""
+
+from ._paired import PairedFolder, get_pair, num_pairs
+from ._emps import emps, EMPS_URL
+from ._sample import sample_pair
+
+__all__ = ["PairedFolder", "get_pair", "num_pairs", "emps", "EMPS_URL", "sample_pair"]
