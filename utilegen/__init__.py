@@ -1,1 +1,23 @@
-__version__ = '0.1.0'
+"""utilegen: synthetic training data, StarDist segmentation and morphometry for
+nanoparticle electron micrographs (a rebuild of the UTILE-Gen workflow).
+
+`import utilegen` is light (numpy, scipy); torch, timm and the web stack load only when
+the parts that need them are used.
+"""
+
+__version__ = "0.1.0"
+
+from .masks import Instance, InstanceMask  # noqa: E402
+
+__all__ = ["InstanceMask", "Instance", "io", "datasets", "synth", "segment", "classify",
+           "morphometry", "__version__"]
+
+_SUBMODULES = {"io", "datasets", "synth", "segment", "classify", "morphometry", "cli"}
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'utilegen' has no attribute {name!r}")

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .. import __version__
+from ..datasets._torch import image_to_tensor, mask_to_tensor
+from ..io import atomic_path, read_mask, write_image, write_mask
+from ..masks import InstanceMask
+from ._augment import Augmenter
+from ._backgrounds import BackgroundPool
+from ._compositor import Compositor
+from ._particles import ParticlePool
+
+_DTYPES = {"uint8": np.uint8, "uint16": np.uint16, "float32": np.float32}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One synthetic item: the image, its exact instance mask, and how it was made."""
+
+    image: np.ndarray
+    mask: InstanceMask
+    params: dict
+
+
+class SyntheticDataset(Dataset):
+    """Unlimited synthetic image/instance-mask pairs as a `torch.utils.data.Dataset`.
+
+    Item *i* is made from ``np.random.default_rng([seed, i])`` only, so it is the same
+    whatever the DataLoader worker, the order of access or the machine.
+
+    Parameters
+    ----------
+    particles : ParticlePool
+    backgrounds : BackgroundPool
+    compositor : Compositor
+        Placement parameters (count, overlap, scale, rotation, size).
+    augmenter : Augmenter or None
+        Image degradations (paper defaults: salt-and-pepper <= 0.1, blur <= 0.3).
+    length : int
+        Number of items.
+    seed : int
+    dtype : {"uint8", "uint16", "float32"}
+        dtype of the numpy images from `sample`/`pair` and of exported TIFFs.
+
+    ``ds[i]`` gives ``(image float32 tensor (1, H, W) in [0, 1], labels int64 tensor (H, W))``;
+    ``ds.sample(i)`` the numpy image, the `InstanceMask` and the recorded parameters.
+    """
+
+    def __init__(self, particles: ParticlePool, backgrounds: BackgroundPool, *,
+                 compositor: Compositor | None = None, augmenter: Augmenter | None = Augmenter(),
+                 length: int = 100, seed: int = 0, dtype: str = "uint8"):
+        if not isinstance(particles, ParticlePool):
+            raise TypeError(f"particles must be a ParticlePool, got {type(particles).__name__}")
+        if not isinstance(backgrounds, BackgroundPool):
+            raise TypeError(f"backgrounds must be a BackgroundPool, got {type(backgrounds).__name__}")
+        if len(particles) == 0:
+            raise ValueError("the particle pool is empty (did without_border/without_small drop everything?)")
+        if len(backgrounds) == 0:
+            raise ValueError("the background pool is empty")
+        if int(length) != length or length < 0:
+            raise ValueError(f"length must be a non-negative integer, got {length!r}")
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {dtype!r}")
+        if int(seed) != seed or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.particles = particles
+        self.backgrounds = backgrounds
+        self.compositor = compositor if compositor is not None else Compositor()
+        self.augmenter = augmenter
+        self.length = int(length)
+        self.seed = int(seed)
+        self.dtype = dtype
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _check_index(self, index: int) -> int:
+        if not -self.length <= index < self.length:
+            raise IndexError(f"index {index} out of range for a dataset of {self.length} items")
+        return index % self.length if self.length else index
+
+    def sample(self, index: int) -> Sample:
+        """Item `index` as numpy image, `InstanceMask` and recorded parameters."""
+        index = self._check_index(index)
+        rng = np.random.default_rng([self.seed, index])
+        image, labels, record = self.compositor.compose(self.particles, self.backgrounds, rng)
+        if self.augmenter is not None:
+            params = self.augmenter.draw(rng)
+            image = self.augmenter.apply(image, params)
+            record["augment"] = params
+        record["index"] = index
+        return Sample(_from_unit(image, self.dtype), InstanceMask(labels), record)
+
+    def pair(self, index: int) -> tuple[np.ndarray, InstanceMask]:
+        s = self.sample(index)
+        return s.image, s.mask
+
+    def __getitem__(self, index: int):
+        s = self.sample(index)
+        return image_to_tensor(s.image), mask_to_tensor(s.mask.labels)
+
+    def config(self) -> dict:
+        return {
+            "length": self.length, "seed": self.seed, "dtype": self.dtype,
+            "compositor": self.compositor.to_dict(),
+            "augmenter": self.augmenter.to_dict() if self.augmenter is not None else None,
+            "particles": len(self.particles), "backgrounds": len(self.backgrounds),
+            "particle_sources": self.particles.sources,
+        }
+
+    def export(self, directory, *, workers: int = 1, coco: bool = False,
+               progress: bool = True) -> Path:
+        """Write every item to `directory` (see `utilegen.synth.export`)."""
+        from ._export import export
+
+        return export(self, directory, workers=workers, coco=coco, progress=progress)
+
+
+def _from_unit(image: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "float32":
+        return image.astype(np.float32, copy=False)
+    top = np.iinfo(_DTYPES[dtype]).max
+    return np.rint(np.clip(image, 0, 1) * top).astype(_DTYPES[dtype])
+
+
+def environment() -> dict:
+    import cv2
+
+    return {"utilegen": __version__, "numpy": np.__version__, "opencv": cv2.__version__,
+            "python": platform.python_version()}
