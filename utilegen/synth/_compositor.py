@@ -275,8 +275,8 @@ def _background_canvas(image: np.ndarray, size: tuple[int, int], rng, flip: bool
     if k:
         image = np.rot90(image, k)
     h, w = image.shape
-    reps_h, reps_w = -(-H // h) + 1, -(-W // w) + 1
-    if reps_h > 1 or reps_w > 1:
+    if h < H or w < W:
+        reps_h, reps_w = -(-H // h) + 1, -(-W // w) + 1
         # Mirror tiling: seamless at the joins.
         tile = np.block([[image, image[:, ::-1]], [image[::-1], image[::-1, ::-1]]])
         image = np.tile(tile, (-(-reps_h // 2), -(-reps_w // 2)))
