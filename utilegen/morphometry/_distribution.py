@@ -1,0 +1,2 @@
+class Fit: pass
+class SizeDistribution: pass
