@@ -350,17 +350,14 @@ def measure_many(masks, images=None, *, pixel_size: float | None = None, unit: s
     if tables:
         attrs = dict(tables[0].attrs)
         table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
-        with_intensity = "intensity_mean" in table.columns
     else:
         table = _empty_table(False)
         table.insert(0, "image_id", pd.Series(dtype=object))
         attrs = {"pixel_size": pixel_size or 1.0, "unit": unit if pixel_size else "px",
                  "convention": convention}
-        with_intensity = False
     table = table.copy()
     attrs["pixel_size"] = None if len({t.attrs["pixel_size"] for t in tables}) > 1 \
         else attrs["pixel_size"]
     attrs["units"] = {c: column_unit(c, attrs["unit"]) for c in table.columns}
-    del with_intensity
     table.attrs.update(attrs)
     return table
