@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Iterator
 
@@ -29,9 +29,10 @@ __all__ = [
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = TIFF_SUFFIXES + (".png", ".jpg", ".jpeg", ".bmp")
 
-# ImageJ and TIFF spell units in several ways; map them to one spelling.
+# ImageJ and TIFF spell units in several ways; map them to one spelling. Keys are lower
+# case because the lookup lower-cases (ImageJ writes µm as the escape "\u00B5m").
 _UNIT_ALIASES = {
-    "micron": "µm", "microns": "µm", "um": "µm", "µm": "µm", "\\u00B5m": "µm", "μm": "µm",
+    "micron": "µm", "microns": "µm", "um": "µm", "µm": "µm", "\\u00b5m": "µm", "μm": "µm",
     "nm": "nm", "nanometer": "nm", "nanometers": "nm", "mm": "mm", "cm": "cm",
     "pixel": None, "pixels": None, "": None,
 }
@@ -199,10 +200,15 @@ def atomic_path(path, *, overwrite: bool = False) -> Iterator[Path]:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix,
-                               dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    # Not tempfile.mkstemp: its files are private (0600) and would stay so after the rename.
+    # Exclusive creation gives the usual umask-based mode and never reuses a name.
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part{path.suffix}")
+        try:
+            tmp.open("x").close()
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp
         os.replace(tmp, path)
@@ -211,7 +217,11 @@ def atomic_path(path, *, overwrite: bool = False) -> Iterator[Path]:
             tmp.unlink()
 
 
-def _write_tiff(path, arr, *, overwrite: bool, pixel_size=None, unit: str = "nm"):
+# Sample formats an ImageJ TIFF can hold (tifffile refuses the others with imagej=True).
+_IMAGEJ_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)
+
+
+def _write_tiff(path, arr, *, overwrite: bool, compress: bool, pixel_size=None, unit: str = "nm"):
     import tifffile
 
     path = Path(path)
@@ -221,10 +231,22 @@ def _write_tiff(path, arr, *, overwrite: bool, pixel_size=None, unit: str = "nm"
     if pixel_size is not None:
         if not (np.isfinite(pixel_size) and pixel_size > 0):
             raise ValueError(f"pixel_size must be a positive number, got {pixel_size!r}")
+        if arr.dtype not in _IMAGEJ_DTYPES:
+            # Without ImageJ metadata the unit (and so the calibration) would be lost.
+            raise ValueError(
+                f"{path}: a calibrated (pixel_size) TIFF is an ImageJ TIFF, which holds "
+                f"uint8, uint16, int16 or float32 images, not {arr.dtype}; convert the image first")
+        if _UNIT_ALIASES.get(unit.strip().lower()) == "µm":
+            unit = "micron"  # ImageJ's ASCII name; TIFF descriptions must be ASCII
+        if not unit.isascii():
+            raise ValueError(f"unit must be ASCII (or µm), got {unit!r}")
         kwargs = {"resolution": (1.0 / pixel_size, 1.0 / pixel_size),
-                  "metadata": {"unit": unit}, "imagej": arr.dtype != np.int32}
+                  "metadata": {"unit": unit}, "imagej": True}
     with atomic_path(path, overwrite=overwrite) as tmp:
-        tifffile.imwrite(tmp, arr, compression="zlib" if arr.dtype != np.float64 else None,
+        # Label images compress ~50x with fast zlib; noisy micrographs barely do, so they are
+        # stored raw (10x faster to write).
+        compression = {"compression": "zlib", "compressionargs": {"level": 1}} if compress else {}
+        tifffile.imwrite(tmp, arr, **compression,
                          **kwargs)
     return path
 
@@ -235,11 +257,12 @@ def write_image(path, image, *, pixel_size: float | None = None, unit: str = "nm
     image = np.asarray(image)
     if image.ndim != 2:
         raise ValueError(f"image must be 2-D, got shape {image.shape}")
-    return _write_tiff(path, image, overwrite=overwrite, pixel_size=pixel_size, unit=unit)
+    return _write_tiff(path, image, overwrite=overwrite, compress=False, pixel_size=pixel_size,
+                       unit=unit)
 
 
 def write_mask(path, mask, *, overwrite: bool = False) -> Path:
     """Write an instance mask as a label TIFF (uint16, or int32 above 65535 labels)."""
     if not isinstance(mask, InstanceMask):
         mask = InstanceMask(mask)
-    return _write_tiff(path, mask.labels, overwrite=overwrite)
+    return _write_tiff(path, mask.labels, overwrite=overwrite, compress=True)

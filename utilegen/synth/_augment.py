@@ -16,8 +16,8 @@ class Augmenter:
     Parameters
     ----------
     salt_pepper_max : float in [0, 1]
-        Fraction of pixels replaced, drawn uniformly in [0, max]; half are set to black
-        (0) and half to white (1).
+        Fraction of pixels replaced, drawn uniformly in [0, max]; each pixel turns black
+        (0) with probability fraction / 2 and white (1) with fraction / 2.
     blur_max : float >= 0
         Gaussian blur sigma in pixels, drawn uniformly in [0, max].
     brightness : float >= 0
@@ -107,11 +107,11 @@ class Augmenter:
         out = np.clip(out, 0, 1, out=np.array(out, np.float32, copy=out is image))
         fraction = params["salt_pepper"]
         if fraction > 0:
-            flat = out.reshape(-1)
-            count = int(round(fraction * flat.size))
-            where = rng.choice(flat.size, size=count, replace=False)
-            flat[where[: count // 2]] = 0.0       # pepper: black
-            flat[where[count // 2:]] = 1.0       # salt: white
+            # Each pixel independently: pepper (black) with probability fraction/2, salt
+            # (white) with fraction/2, as scikit-image's random_noise does.
+            u = rng.random(out.shape, dtype=np.float32)
+            out[u < fraction / 2] = 0.0
+            out[(u >= fraction / 2) & (u < fraction)] = 1.0
         return out
 
     def __call__(self, image: np.ndarray, rng=None) -> tuple[np.ndarray, dict]:

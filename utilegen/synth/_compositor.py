@@ -123,7 +123,7 @@ class Compositor:
         else:
             choices = None
         n = int(rng.integers(self.particles_per_image[0], self.particles_per_image[1] + 1))
-        labels = np.zeros((H, W), np.int32)
+        labels = np.zeros((H, W), np.uint16 if n < 65535 else np.int32)
         occupied = None if self.overlap else np.zeros((H, W), bool)
         full_area: list[int] = [0]     # by provisional label (1-based)
         visible: list[int] = [0]
@@ -180,12 +180,12 @@ class Compositor:
         final = np.zeros(len(full_area), np.int64)
         alive = [j for j in range(1, len(full_area)) if visible[j] > 0]
         final[alive] = np.arange(1, len(alive) + 1)
-        labels = final[labels].astype(np.uint16 if len(alive) <= 65535 else np.int32)
+        if len(alive) < len(full_area) - 1:
+            labels = final[labels].astype(labels.dtype)
         for params in records:
-            params["label"] = int(final[params["label"]])
-        counts = np.bincount(labels.ravel(), minlength=len(alive) + 1)
-        for params in records:
-            params["visible_area"] = int(counts[params["label"]]) if params["label"] else 0
+            provisional = params["label"]
+            params["label"] = int(final[provisional])
+            params["visible_area"] = int(visible[provisional]) if params["label"] else 0
         record = {"background": bg_record, "requested": n,
                   "placed": int(sum(1 for r in records if r["position"] is not None)),
                   "visible": len(alive), "particles": records}
@@ -268,6 +268,21 @@ def transform_particle(particle: Particle, scale: float, angle: float, flip_h: b
     return np.ascontiguousarray(out_img[sl]), out_alpha[sl].astype(bool)
 
 
+def _mirror_segments(start: int, length: int, size: int):
+    """Runs of [start, start + length) on an axis tiled by mirroring an axis of `size` pixels.
+
+    Yields (source slice, target slice, flipped): odd tiles are mirrored, so the tiling is
+    seamless and has period 2 * size.
+    """
+    runs, pos = [], 0
+    while pos < length:
+        tile, within = divmod(start + pos, size)
+        n = min(size - within, length - pos)
+        runs.append((slice(within, within + n), slice(pos, pos + n), tile % 2 == 1))
+        pos += n
+    return runs
+
+
 def _background_canvas(image: np.ndarray, size: tuple[int, int], rng, flip: bool):
     """Reflect-tile and crop a background to `size` at its own pixel scale (never stretched)."""
     H, W = size
@@ -275,13 +290,17 @@ def _background_canvas(image: np.ndarray, size: tuple[int, int], rng, flip: bool
     if k:
         image = np.rot90(image, k)
     h, w = image.shape
-    if h < H or w < W:
-        reps_h, reps_w = -(-H // h) + 1, -(-W // w) + 1
-        # Mirror tiling: seamless at the joins.
-        tile = np.block([[image, image[:, ::-1]], [image[::-1], image[::-1, ::-1]]])
-        image = np.tile(tile, (-(-reps_h // 2), -(-reps_w // 2)))
-        h, w = image.shape
-    r0 = int(rng.integers(0, h - H + 1))
-    c0 = int(rng.integers(0, w - W + 1))
-    canvas = np.array(image[r0:r0 + H, c0:c0 + W], dtype=np.float32, copy=True)
+    if h >= H and w >= W:
+        r0 = int(rng.integers(0, h - H + 1))
+        c0 = int(rng.integers(0, w - W + 1))
+        canvas = np.array(image[r0:r0 + H, c0:c0 + W], dtype=np.float32, copy=True)
+    else:
+        r0, c0 = int(rng.integers(0, 2 * h)), int(rng.integers(0, 2 * w))
+        views = {(fr, fc): image[::-1 if fr else 1, ::-1 if fc else 1]
+                 for fr in (False, True) for fc in (False, True)}
+        canvas = np.empty((H, W), np.float32)
+        cols = _mirror_segments(c0, W, w)
+        for src_r, dst_r, flip_r in _mirror_segments(r0, H, h):
+            for src_c, dst_c, flip_c in cols:
+                canvas[dst_r, dst_c] = views[flip_r, flip_c][src_r, src_c]
     return canvas, {"rot90": k, "offset": [r0, c0]}
