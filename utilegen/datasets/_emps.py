@@ -58,6 +58,8 @@ class EMPS(PairedFolder):
 def download_emps(root, *, url: str = EMPS_URL, progress: bool = True) -> Path:
     """Download and unpack the EMPS repository archive into `root` (atomically)."""
     root = Path(root)
+    if root.exists() and not _is_empty_dir(root):
+        raise FileExistsError(f"{root} exists and is not an empty folder; not downloading into it")
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root.parent, prefix=".emps-download-") as tmp:
         archive = Path(tmp) / "emps.zip"
@@ -73,9 +75,15 @@ def download_emps(root, *, url: str = EMPS_URL, progress: bool = True) -> Path:
         if not found or not (found[0] / "images").is_dir():
             raise RuntimeError(f"the archive from {url} has no images/ and segmaps/ folders")
         if root.exists():
-            raise FileExistsError(f"{root} appeared during the download; not replacing it")
+            if not _is_empty_dir(root):
+                raise FileExistsError(f"{root} appeared during the download; not replacing it")
+            root.rmdir()  # an empty folder made beforehand (shutil.move would nest into it)
         shutil.move(str(found[0]), root)
     return root
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
 
 
 def _fetch(url: str, dest: Path, *, progress: bool) -> None:
