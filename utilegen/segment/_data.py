@@ -1,0 +1,110 @@
+"""Training data: pairs read through `get_pair`, patch sampling and augmentation (numpy)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..datasets import get_pair
+from ..masks import InstanceMask
+from ._config import StarDistConfig
+from ._targets import normalize, targets
+
+
+def as_image_and_labels(image, mask, *, name: str = "pair") -> tuple[np.ndarray, np.ndarray]:
+    """Validate one ``(image, mask)`` item; return (2-D image, integer label array)."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] in (3, 4):
+        from ..io import to_grayscale
+
+        image = to_grayscale(image)
+    if image.ndim != 2:
+        raise ValueError(f"{name}: image must be 2-D grayscale, got shape {image.shape}")
+    labels = mask.labels if isinstance(mask, InstanceMask) else InstanceMask(mask).labels
+    if labels.shape != image.shape:
+        raise ValueError(f"{name}: image shape {image.shape} and mask shape {labels.shape} differ")
+    return image, labels
+
+
+def load_pairs(dataset, config: StarDistConfig, *, what: str = "train",
+               progress: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Read every pair of `dataset` once: (normalized float32 image, label array)."""
+    from tqdm.auto import tqdm
+
+    n = len(dataset)
+    if n == 0:
+        raise ValueError(f"{what} dataset is empty")
+    out = []
+    for i in tqdm(range(n), desc=f"reading {what} pairs", disable=not progress, leave=False):
+        image, labels = as_image_and_labels(*get_pair(dataset, i), name=f"{what} item {i}")
+        out.append((normalize(image, config.normalize_low, config.normalize_high), labels))
+    return out
+
+
+def _pad_to(image: np.ndarray, labels: np.ndarray, size: int):
+    ph, pw = max(0, size - image.shape[0]), max(0, size - image.shape[1])
+    if ph or pw:
+        image = np.pad(image, ((0, ph), (0, pw)), mode="constant")
+        labels = np.pad(labels, ((0, ph), (0, pw)), mode="constant")
+    return image, labels
+
+
+class PatchSampler:
+    """Random training patches with StarDist targets.
+
+    With probability ``config.foreground_fraction`` a patch is placed so that it contains a
+    random foreground pixel (StarDist samples patches containing foreground the same way),
+    otherwise anywhere. Images smaller than the patch are zero-padded.
+    """
+
+    def __init__(self, pairs, config: StarDistConfig):
+        self.config = config
+        self.pairs = [_pad_to(im, lab, config.patch_size) for im, lab in pairs]
+        self._foreground = [None] * len(self.pairs)
+
+    def _fg(self, k: int) -> np.ndarray:
+        if self._foreground[k] is None:
+            self._foreground[k] = np.flatnonzero(self.pairs[k][1])
+        return self._foreground[k]
+
+    def patch(self, k: int, rng: np.random.Generator):
+        image, labels = self.pairs[k]
+        s = self.config.patch_size
+        h, w = image.shape
+        fg = self._fg(k)
+        if len(fg) and rng.random() < self.config.foreground_fraction:
+            r, c = divmod(int(fg[rng.integers(len(fg))]), w)
+            r0 = rng.integers(max(0, r - s + 1), min(r, h - s) + 1)
+            c0 = rng.integers(max(0, c - s + 1), min(c, w - s) + 1)
+        else:
+            r0, c0 = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
+        return image[r0:r0 + s, c0:c0 + s], labels[r0:r0 + s, c0:c0 + s]
+
+    def batch(self, rng: np.random.Generator, batch_size: int | None = None, *, augment=None):
+        """``(x (B, 1, S, S), prob (B, 1, S/g, S/g), dist (B, n_rays, S/g, S/g))`` float32."""
+        c = self.config
+        b = batch_size or c.batch_size
+        augment = c.augment if augment is None else augment
+        xs, ps, ds = [], [], []
+        for _ in range(b):
+            image, labels = self.patch(int(rng.integers(len(self.pairs))), rng)
+            if augment:
+                image, labels = augment_pair(image, labels, rng, c.intensity_jitter)
+            prob, dist = targets(labels, c.n_rays, c.grid)
+            xs.append(np.ascontiguousarray(image))
+            ps.append(prob)
+            ds.append(np.moveaxis(dist, -1, 0))
+        return (np.stack(xs)[:, None].astype(np.float32), np.stack(ps)[:, None],
+                np.ascontiguousarray(np.stack(ds)))
+
+
+def augment_pair(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                 jitter: float = 0.2):
+    """Random flip / 90° rotation (image and labels alike) and intensity scale/shift."""
+    k = int(rng.integers(4))
+    flip = bool(rng.integers(2))
+    scale = 1 + rng.uniform(-jitter, jitter)
+    shift = rng.uniform(-jitter / 2, jitter / 2)
+    image, labels = np.rot90(image, k), np.rot90(labels, k)
+    if flip:
+        image, labels = image[:, ::-1], labels[:, ::-1]
+    return image * np.float32(scale) + np.float32(shift), np.ascontiguousarray(labels)

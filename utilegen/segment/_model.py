@@ -1,0 +1,314 @@
+"""`StarDist`: a star-convex polygon instance segmenter in PyTorch (torch imported lazily)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..masks import InstanceMask
+from ._config import StarDistConfig
+from ._targets import normalize
+
+_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+PRETRAINED = {"emps": "stardist_emps"}
+
+
+class StarDist:
+    """StarDist (star-convex polygons) instance segmentation with a PyTorch U-Net.
+
+    Parameters
+    ----------
+    config : StarDistConfig, optional
+        Network and training settings (StarDist2D's defaults).
+    seed : int, optional
+        Seed of the weight initialization.
+
+    Examples
+    --------
+    >>> from utilegen.segment import StarDist, StarDistConfig
+    >>> model = StarDist(StarDistConfig(base_filters=8))             # doctest: +SKIP
+    >>> model.fit(train_pairs, val_pairs, epochs=10, steps_per_epoch=50)  # doctest: +SKIP
+    >>> model.optimize_thresholds(val_pairs)                         # doctest: +SKIP
+    >>> mask = model.predict(image)                                  # doctest: +SKIP
+    """
+
+    def __init__(self, config: StarDistConfig | None = None, *, seed: int | None = 0):
+        if config is None:
+            config = StarDistConfig()
+        if isinstance(config, dict):
+            config = StarDistConfig.from_dict(config)
+        if not isinstance(config, StarDistConfig):
+            raise ValueError(f"config must be a StarDistConfig or a dict, got {type(config).__name__}")
+        import torch
+
+        from ._net import StarDistNet
+
+        self.config = config
+        if seed is not None:
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                self.network = StarDistNet(config)
+        else:
+            self.network = StarDistNet(config)
+        self.network.eval()
+        self.thresholds = {"prob": 0.5, "nms": 0.4}
+        self.history: list[dict] = []
+        self.info: dict = {}
+
+    def __repr__(self) -> str:
+        return (f"StarDist(n_rays={self.config.n_rays}, grid={self.config.grid}, "
+                f"base_filters={self.config.base_filters}, thresholds={self.thresholds})")
+
+    # ----------------------------------------------------------------- training
+    def fit(self, train, val=None, *, epochs: int = 20, steps_per_epoch: int = 100,
+            batch_size: int | None = None, time_limit: float | None = None, seed=0,
+            checkpoint_dir=None, resume=None, progress: bool = True,
+            n_val_patches: int | None = None, callback=None) -> list[dict]:
+        """Train on `train` (any dataset of ``(image, InstanceMask)`` items) and keep the best.
+
+        Parameters
+        ----------
+        train, val : dataset
+            `PairedFolder`, `SyntheticDataset`, their `ConcatDataset`/`Subset`, or a list of
+            ``(image, mask)`` tuples; read once through `utilegen.datasets.get_pair`. `val`
+            gives a fixed set of validation patches whose loss selects the best weights and
+            drives the reduce-on-plateau schedule (the training loss does without it).
+        epochs, steps_per_epoch : int
+            Training length; one step is one batch of random augmented patches.
+        batch_size : int, optional
+            Patches per step (default ``config.batch_size``).
+        time_limit : float, optional
+            Stop after this many seconds (at the end of the current step).
+        seed : int or None
+            Seeds patch sampling, augmentation and torch.
+        checkpoint_dir : path, optional
+            Write ``last.pt`` (weights, optimizer, random state, best weights) after every
+            epoch; pass it back as `resume` to continue an interrupted run.
+        resume : path, optional
+            A ``last.pt`` written by an earlier `fit` with the same config.
+        callback : callable, optional
+            Called after every epoch as ``callback(record, model, best_state)`` (e.g. to save
+            the best weights so far: ``best_state`` is a network state dict or None).
+
+        Returns the history: one dict per epoch with losses, learning rate and time.
+        """
+        for name, v in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if time_limit is not None and not time_limit > 0:
+            raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
+        from ._train import fit as _fit
+
+        self.history = _fit(self, train, val, epochs=int(epochs), steps_per_epoch=int(steps_per_epoch),
+                            batch_size=batch_size, time_limit=time_limit, seed=seed,
+                            checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
+                            n_val_patches=n_val_patches, callback=callback)
+        return self.history
+
+    # --------------------------------------------------------------- prediction
+    def _check_image(self, image) -> np.ndarray:
+        image = np.asarray(image)
+        if image.ndim == 3 and image.shape[-1] in (3, 4):
+            from ..io import to_grayscale
+
+            image = to_grayscale(image)
+        if image.ndim != 2:
+            raise ValueError(f"image must be a 2-D grayscale array, got shape {image.shape}")
+        if image.size == 0 or min(image.shape) < 2:
+            raise ValueError(f"image is too small: shape {image.shape}")
+        if not (np.issubdtype(image.dtype, np.number) and not np.issubdtype(image.dtype, np.complexfloating)):
+            raise ValueError(f"image must be numeric, got dtype {image.dtype}")
+        return image
+
+    def _thresholds(self, prob_thresh, nms_thresh):
+        p = self.thresholds["prob"] if prob_thresh is None else float(prob_thresh)
+        n = self.thresholds["nms"] if nms_thresh is None else float(nms_thresh)
+        if not 0 <= p < 1:
+            raise ValueError(f"prob_thresh must be in [0, 1), got {p}")
+        if not 0 <= n <= 1:
+            raise ValueError(f"nms_thresh must be in [0, 1], got {n}")
+        return p, n
+
+    def predict_candidates(self, image, *, prob_thresh: float, tile_size: int = 1024,
+                           context: int = 64, keep_prob: bool = False):
+        """Normalize `image` and return its candidate polygons above `prob_thresh`.
+
+        ``(points (K, 2), prob (K,), dist (K, n_rays), prob_map or None)``; see `predict`.
+        """
+        from ._predict import candidates
+
+        image = self._check_image(image)
+        x = normalize(image, self.config.normalize_low, self.config.normalize_high)
+        return candidates(self.network, self.config, x, prob_thresh=prob_thresh,
+                          tile_size=tile_size, context=context, keep_prob=keep_prob)
+
+    def predict(self, image, *, prob_thresh: float | None = None, nms_thresh: float | None = None,
+                tile_size: int = 1024, context: int = 64, return_details: bool = False):
+        """Instance segmentation of one 2-D image.
+
+        Parameters
+        ----------
+        image : (M, N) array
+            Grayscale micrograph (RGB is converted); normalized by its 1 / 99.8 percentiles.
+        prob_thresh, nms_thresh : float, optional
+            Override ``self.thresholds``.
+        tile_size, context : int
+            Images larger than `tile_size` pixels per side are predicted in tiles with
+            `context` pixels of overlap (multiples of ``config.divisor``), in bounded memory.
+        return_details : bool
+            Also return a dict with the polygons (``coord`` (K, 2, n_rays), ``points``,
+            ``prob`` per instance, label k+1 = entry k) and ``prob_map`` (the object
+            probability at grid resolution).
+
+        Returns
+        -------
+        InstanceMask, or (InstanceMask, dict) with `return_details`.
+        """
+        from ._predict import instances
+
+        p, n = self._thresholds(prob_thresh, nms_thresh)
+        image = self._check_image(image)
+        points, probs, dists, prob_map = self.predict_candidates(
+            image, prob_thresh=p, tile_size=tile_size, context=context, keep_prob=return_details)
+        labels, details = instances(points, probs, dists, image.shape, prob_thresh=p, nms_thresh=n)
+        mask = InstanceMask(labels)
+        if return_details:
+            details["prob_map"] = prob_map
+            return mask, details
+        return mask
+
+    def predict_many(self, images, *, progress: bool = False, **kwargs) -> list[InstanceMask]:
+        """`predict` for each image of a sequence (or any dataset of pairs: images are used)."""
+        from tqdm.auto import tqdm
+
+        out = []
+        for i in tqdm(range(len(images)), desc="predicting", disable=not progress):
+            item = images[i] if not hasattr(images, "pair") else images.pair(i)
+            if isinstance(item, tuple):
+                item = item[0]
+            out.append(self.predict(item, **kwargs))
+        return out
+
+    # --------------------------------------------------------------- thresholds
+    def optimize_thresholds(self, val, *, nms_threshs=(0.3, 0.4, 0.5),
+                            iou_threshs=(0.3, 0.5, 0.7), measure: str = "accuracy",
+                            progress: bool = False) -> dict:
+        """Choose the probability and NMS thresholds that maximize `measure` on `val`.
+
+        StarDist's procedure (`stardist.utils.optimize_threshold`): for each NMS threshold, a
+        golden-section search of the probability threshold in ``[max_prob / 2, max_prob]``
+        maximizing `measure` averaged over `iou_threshs`. The network runs once per image.
+        Sets and returns ``self.thresholds``.
+        """
+        from scipy.optimize import minimize_scalar
+        from stardist.matching import matching_dataset
+
+        from ..datasets import get_pair
+        from ._data import as_image_and_labels
+        from ._predict import instances
+
+        valid = {"accuracy", "f1", "precision", "recall", "panoptic_quality", "mean_matched_score"}
+        if measure not in valid:
+            raise ValueError(f"measure must be one of {sorted(valid)}, got {measure!r}")
+        if len(val) == 0:
+            raise ValueError("val is empty")
+        truths, cands = [], []
+        for i in range(len(val)):
+            image, labels = as_image_and_labels(*get_pair(val, i), name=f"val item {i}")
+            truths.append(labels)
+            cands.append(self.predict_candidates(image, prob_thresh=0.0)[:3])
+        max_prob = max((float(c[1].max()) if len(c[1]) else 0.0) for c in cands)
+        if max_prob <= 0:
+            raise ValueError("the model predicts no foreground on the validation images")
+        bracket = (max_prob / 2, max_prob)
+        best = (-np.inf, None, None)
+        for nms in nms_threshs:
+            cache: dict = {}
+
+            def score(t):
+                t = float(np.clip(t, *bracket))
+                if t not in cache:
+                    preds = [instances(*c, y.shape, prob_thresh=t, nms_thresh=nms)[0]
+                             for c, y in zip(cands, truths)]
+                    stats = matching_dataset(truths, preds, thresh=list(iou_threshs),
+                                             show_progress=False)
+                    cache[t] = float(np.mean([getattr(s, measure) for s in stats]))
+                return -cache[t]
+
+            opt = minimize_scalar(score, method="golden", bracket=bracket, tol=1e-2,
+                                  options={"maxiter": 20})
+            t = float(np.clip(opt.x, *bracket))
+            if progress:
+                print(f"nms {nms}: prob {t:.3f} -> {measure} {-opt.fun:.4f}")
+            if -opt.fun > best[0]:
+                best = (-opt.fun, t, float(nms))
+        self.thresholds = {"prob": round(best[1], 6), "nms": best[2]}
+        self.info["threshold_" + measure] = round(best[0], 6)
+        return dict(self.thresholds)
+
+    # -------------------------------------------------------------- persistence
+    def save(self, directory, *, overwrite: bool = False, half: bool = False) -> Path:
+        """Write ``weights.pt``, ``config.json`` and ``thresholds.json`` (and ``info.json``).
+
+        `half` stores the weights as float16 (half the size; loaded back as float32).
+        """
+        import torch
+
+        from ..io import atomic_path
+
+        directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise ValueError(f"directory {directory} exists and is not a folder")
+        files = ["weights.pt", "config.json", "thresholds.json", "info.json"]
+        if not overwrite and any((directory / f).exists() for f in files):
+            raise FileExistsError(f"{directory} already holds a model; pass overwrite=True")
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: (v.half() if half and v.is_floating_point() else v)
+                 for k, v in self.network.state_dict().items()}
+        with atomic_path(directory / "weights.pt", overwrite=True) as tmp:
+            torch.save(state, tmp)
+        for name, obj in (("config.json", self.config.to_dict()),
+                          ("thresholds.json", self.thresholds),
+                          ("info.json", {**self.info, "history": self.history})):
+            with atomic_path(directory / name, overwrite=True) as tmp:
+                tmp.write_text(json.dumps(obj, indent=2, default=float) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory) -> "StarDist":
+        """A model saved by `save` (a folder with weights.pt, config.json, thresholds.json)."""
+        import torch
+
+        directory = Path(directory)
+        for f in ("weights.pt", "config.json"):
+            if not (directory / f).is_file():
+                raise FileNotFoundError(f"{directory} is not a saved StarDist model: no {f}")
+        config = StarDistConfig.from_dict(json.loads((directory / "config.json").read_text()))
+        model = cls(config, seed=None)
+        state = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
+        model.network.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                       for k, v in state.items()})
+        model.network.eval()
+        if (directory / "thresholds.json").is_file():
+            t = json.loads((directory / "thresholds.json").read_text())
+            model.thresholds = {"prob": float(t["prob"]), "nms": float(t["nms"])}
+        if (directory / "info.json").is_file():
+            info = json.loads((directory / "info.json").read_text())
+            model.history = info.pop("history", [])
+            model.info = info
+        return model
+
+    @classmethod
+    def pretrained(cls, name: str = "emps") -> "StarDist":
+        """A model shipped with utilegen: ``"emps"`` (EMPS micrographs, real + synthetic)."""
+        if name not in PRETRAINED:
+            raise ValueError(f"unknown pretrained model {name!r}; known: {sorted(PRETRAINED)}")
+        path = _MODELS_DIR / PRETRAINED[name]
+        if not (path / "weights.pt").is_file():
+            raise FileNotFoundError(f"the pretrained model {name!r} is missing from {path}; "
+                                    "reinstall utilegen")
+        return cls.load(path)

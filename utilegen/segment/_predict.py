@@ -1,0 +1,103 @@
+"""Prediction: tiled network inference, sparse candidates, NMS and polygon rendering."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._config import StarDistConfig
+
+
+def _edges(length: int, tile: int, divisor: int) -> list[int]:
+    """Tile boundaries on [0, length): about equal parts of at most `tile`, multiples of `divisor`."""
+    n = max(1, -(-length // tile))
+    edges = [int(round(i * length / n / divisor)) * divisor for i in range(n)] + [length]
+    return sorted(set(edges))
+
+
+def run_network(net, x: np.ndarray, *, mixed_precision: bool = True):
+    """prob (h, w) and dist (n_rays, h, w) of one normalized 2-D float32 input."""
+    import torch
+
+    from ._net import autocast
+
+    net = net.to(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(mixed_precision):
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+        prob, dist = net(t.contiguous(memory_format=torch.channels_last))
+    return prob[0, 0].float().numpy(), dist[0].float().numpy()
+
+
+def candidates(net, config: StarDistConfig, image: np.ndarray, *, prob_thresh: float,
+               tile_size: int = 1024, context: int = 64, b: int = 2, keep_prob: bool = False):
+    """Pixels (on the output grid) whose object probability exceeds `prob_thresh`.
+
+    The normalized `image` is zero-padded to a multiple of ``config.divisor`` and, when
+    larger than `tile_size`, cut into tiles each seen with `context` pixels of its
+    neighbours on every side; only each tile's centre part is kept, so memory is bounded by
+    the tile size and the number of candidates, not by the image size.
+
+    Returns ``points (K, 2)`` (row, col in image pixels), ``prob (K,)``, ``dist (K, n_rays)``
+    sorted by nothing in particular, and the probability map at grid resolution (or None).
+    """
+    g, d = config.grid, config.divisor
+    if tile_size % d or tile_size <= 0:
+        raise ValueError(f"tile_size must be a positive multiple of {d}, got {tile_size}")
+    if context % d or context < 0:
+        raise ValueError(f"context must be a non-negative multiple of {d}, got {context}")
+    h, w = image.shape
+    hp, wp = -(-h // d) * d, -(-w // d) * d
+    x = np.zeros((hp, wp), np.float32)
+    x[:h, :w] = image
+    hg, wg = -(-h // g), -(-w // g)  # output grid of the unpadded image
+    prob_map = np.zeros((hg, wg), np.float32) if keep_prob else None
+    pts, probs, dists = [], [], []
+    for r0, r1 in zip(_edges(hp, tile_size, d)[:-1], _edges(hp, tile_size, d)[1:]):
+        for c0, c1 in zip(_edges(wp, tile_size, d)[:-1], _edges(wp, tile_size, d)[1:]):
+            wr0, wr1 = max(0, r0 - context), min(hp, r1 + context)
+            wc0, wc1 = max(0, c0 - context), min(wp, c1 + context)
+            prob, dist = run_network(net, x[wr0:wr1, wc0:wc1],
+                                     mixed_precision=config.mixed_precision)
+            sr, sc = slice((r0 - wr0) // g, (r1 - wr0) // g), slice((c0 - wc0) // g, (c1 - wc0) // g)
+            prob, dist = prob[sr, sc], dist[:, sr, sc]
+            gr0, gc0 = r0 // g, c0 // g
+            # crop the tile to the unpadded image's grid
+            prob = prob[: max(0, hg - gr0), : max(0, wg - gc0)]
+            if keep_prob:
+                prob_map[gr0:gr0 + prob.shape[0], gc0:gc0 + prob.shape[1]] = prob
+            keep = prob > prob_thresh
+            if b > 0:  # StarDist ignores candidates within b grid pixels of the image border
+                rr = np.arange(gr0, gr0 + prob.shape[0])
+                cc = np.arange(gc0, gc0 + prob.shape[1])
+                keep &= ((rr >= b) & (rr < hg - b))[:, None] & ((cc >= b) & (cc < wg - b))[None, :]
+            rows, cols = np.nonzero(keep)
+            if len(rows):
+                pts.append(np.stack([rows + gr0, cols + gc0], axis=1) * g)
+                probs.append(prob[rows, cols])
+                dists.append(dist[:, rows, cols].T)
+    n = config.n_rays
+    points = np.concatenate(pts).astype(np.int64) if pts else np.zeros((0, 2), np.int64)
+    probs = np.concatenate(probs) if probs else np.zeros(0, np.float32)
+    dists = np.concatenate(dists) if dists else np.zeros((0, n), np.float32)
+    return points, probs, np.maximum(dists, 1e-3), prob_map
+
+
+def instances(points, probs, dists, shape, *, prob_thresh: float, nms_thresh: float):
+    """NMS (`stardist.nms`) on the candidates above `prob_thresh`, then a label image.
+
+    Returns ``(labels (H, W) int32, polygons)`` where polygons is a dict with ``coord``
+    (K, 2, n_rays), ``points`` (K, 2) and ``prob`` (K,) in label order (label i+1 = entry i).
+    """
+    from stardist.geometry import dist_to_coord, polygons_to_label
+    from stardist.nms import non_maximum_suppression_sparse
+
+    keep = probs > prob_thresh
+    points, probs, dists = points[keep], probs[keep], dists[keep]
+    if len(points):
+        points, probs, dists, _ = non_maximum_suppression_sparse(
+            dists, probs, points, nms_thresh=nms_thresh, verbose=False)
+    # polygons_to_label paints in ascending probability: label k belongs to the k-th lowest
+    order = np.argsort(probs, kind="stable")
+    points, probs, dists = points[order], probs[order], dists[order]
+    labels = polygons_to_label(dists, points, shape=shape, prob=probs)
+    coord = dist_to_coord(dists, points) if len(points) else np.zeros((0, 2, dists.shape[1]))
+    return labels, {"coord": coord, "points": points, "prob": probs}

@@ -1,0 +1,189 @@
+"""The training loop (imports torch): StarDist2D's loss, Adam, reduce-on-plateau, checkpoints."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._data import PatchSampler, load_pairs
+from ._net import autocast
+
+
+def stardist_loss(prob_logit, dist_pred, prob_true, dist_true, *, dist_weight: float,
+                  background_reg: float):
+    """StarDist2D's loss: BCE(prob) + w * masked MAE(dist) (+ background L1 on dist).
+
+    The distance error of each pixel is weighted by its true object probability and the
+    sum normalized by the mean weight; `prob_logit` is the probability head before its sigmoid (`stardist.models.base.masked_loss_mae`); distances
+    predicted on background get a small L1 penalty (``train_background_reg``).
+    Returns ``(total, prob_loss, dist_loss)`` tensors.
+    """
+    prob_loss = torch.nn.functional.binary_cross_entropy_with_logits(prob_logit, prob_true)
+    mask = prob_true  # (B, 1, h, w), broadcast over rays
+    per_pixel = (mask * (dist_true - dist_pred).abs()).mean(dim=1, keepdim=True)
+    dist_loss = per_pixel.mean() / (mask.mean() + 1e-7)
+    if background_reg > 0:
+        dist_loss = dist_loss + background_reg * ((1 - mask) * dist_pred.abs()).mean()
+    return prob_loss + dist_weight * dist_loss, prob_loss, dist_loss
+
+
+def _to_torch(batch):
+    x, prob, dist = (torch.from_numpy(a) for a in batch)
+    return x.contiguous(memory_format=torch.channels_last), prob, dist
+
+
+def _prefetch(sampler, rng, batch_size: int, n: int, stop: threading.Event):
+    """Make `n` batches in a background thread (numpy/C++ work overlaps the torch step).
+
+    One producer draws from `rng` in order, so the batches and the generator's state after
+    the epoch are the same as without the thread.
+    """
+    q: queue.Queue = queue.Queue(maxsize=3)
+
+    def work():
+        try:
+            for _ in range(n):
+                if stop.is_set():
+                    return
+                q.put(sampler.batch(rng, batch_size))
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        for _ in range(n):
+            item = q.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:  # unblock and finish the producer, also when the epoch stops early
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+
+
+def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int | None,
+        time_limit: float | None, seed, checkpoint_dir, resume, progress: bool,
+        n_val_patches: int | None, callback=None):
+    cfg = model.config
+    net = model.network.to(memory_format=torch.channels_last)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(int(rng.integers(2**31)))
+    train_pairs = load_pairs(train, cfg, what="train", progress=progress)
+    val_pairs = load_pairs(val, cfg, what="validation", progress=progress) if val is not None else None
+    sampler = PatchSampler(train_pairs, cfg)
+    # A fixed set of validation patches (as StarDist2D): same patches every epoch.
+    val_batches = []
+    if val_pairs is not None:
+        vs = PatchSampler(val_pairs, cfg)
+        vrng = np.random.default_rng(20230)  # independent of the training seed
+        n_val = n_val_patches or min(max(len(val_pairs), 8), 64)
+        for i in range(0, n_val, cfg.batch_size):
+            val_batches.append(_to_torch(vs.batch(vrng, min(cfg.batch_size, n_val - i), augment=False)))
+
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
+                                                       patience=cfg.lr_patience, threshold=0)
+    history: list[dict] = []
+    start_epoch, best = 0, np.inf
+    best_state = None
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if resume is not None:
+        state = torch.load(Path(resume), map_location="cpu", weights_only=False)
+        if state["config"] != cfg.to_dict():
+            raise ValueError(f"resume: checkpoint {resume} was made with a different config")
+        net.load_state_dict(state["network"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, best, history = state["epoch"], state["best"], state["history"]
+        best_state = state.get("best_network")
+
+    def evaluate_val() -> float:
+        net.eval()
+        total, n = 0.0, 0
+        with torch.inference_mode():
+            for x, pt, dt in val_batches:
+                with autocast(cfg.mixed_precision):
+                    pp, dp = net.logits(x)
+                loss, _, _ = stardist_loss(pp, dp, pt, dt, dist_weight=cfg.dist_loss_weight,
+                                           background_reg=cfg.background_reg)
+                total += float(loss) * len(x)
+                n += len(x)
+        return total / max(n, 1)
+
+    from tqdm.auto import tqdm
+
+    t0 = time.monotonic()
+    stop = False
+    bs = batch_size or cfg.batch_size
+    for epoch in range(start_epoch, epochs):
+        net.train()
+        sums = np.zeros(3)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}",
+                   disable=not progress, leave=False)
+        steps_done = 0
+        stop_event = threading.Event()
+        batches = _prefetch(sampler, rng, bs, steps_per_epoch, stop_event)
+        for _ in bar:
+            x, pt, dt = _to_torch(next(batches))
+            with autocast(cfg.mixed_precision):
+                pp, dp = net.logits(x)
+            loss, lp, ld = stardist_loss(pp, dp, pt, dt, dist_weight=cfg.dist_loss_weight,
+                                         background_reg=cfg.background_reg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums += (loss.item(), lp.item(), ld.item())
+            steps_done += 1
+            bar.set_postfix(loss=f"{sums[0] / steps_done:.4f}", prob=f"{sums[1] / steps_done:.4f}",
+                            dist=f"{sums[2] / steps_done:.3f}")
+            if time_limit is not None and time.monotonic() - t0 > time_limit:
+                stop = True
+                break
+        stop_event.set()
+        batches.close()
+        bar.close()
+        record = {"epoch": epoch + 1, "steps": steps_done, "loss": sums[0] / max(steps_done, 1),
+                  "prob_loss": sums[1] / max(steps_done, 1), "dist_loss": sums[2] / max(steps_done, 1),
+                  "lr": opt.param_groups[0]["lr"], "seconds": time.monotonic() - t0}
+        monitor = record["loss"]
+        if val_batches:
+            record["val_loss"] = monitor = evaluate_val()
+        history.append(record)
+        sched.step(monitor)
+        if monitor < best:
+            best = monitor
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        if progress:
+            tqdm.write("epoch {epoch}: loss {loss:.4f} (prob {prob_loss:.4f}, dist {dist_loss:.3f})".format(**record)
+                       + (f", val_loss {record['val_loss']:.4f}" if "val_loss" in record else "")
+                       + f", lr {record['lr']:.2g}, {record['seconds'] / 60:.1f} min")
+        if ckpt_dir is not None:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            state = {"config": cfg.to_dict(), "network": net.state_dict(), "optimizer": opt.state_dict(),
+                     "scheduler": sched.state_dict(), "rng": rng.bit_generator.state,
+                     "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "best": best,
+                     "history": history, "best_network": best_state}
+            from ..io import atomic_path
+
+            with atomic_path(ckpt_dir / "last.pt", overwrite=True) as tmp:
+                torch.save(state, tmp)
+        if callback is not None:
+            callback(record, model, best_state)
+        if stop:
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    return history
