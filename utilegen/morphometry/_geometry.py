@@ -34,7 +34,8 @@ def row_extremes(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def polygon_area(x: np.ndarray, y: np.ndarray) -> float:
     """Signed shoelace area (positive for the orientation of `outer_contours`)."""
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+    return 0.5 * float(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1])
+                       + x[-1] * y[0] - x[0] * y[-1])
 
 
 def outer_contours(crop: np.ndarray) -> list[np.ndarray]:
@@ -51,20 +52,26 @@ def outer_contours(crop: np.ndarray) -> list[np.ndarray]:
     for c in find_contours(padded, 0.5, fully_connected="high"):
         if len(c) > 1 and c[0, 0] == c[-1, 0] and c[0, 1] == c[-1, 1]:
             c = c[:-1]
-        xy = np.column_stack([c[:, 1] - 1.0, c[:, 0] - 1.0])
+        xy = c[:, ::-1] - 1.0
         if len(xy) >= 3 and polygon_area(xy[:, 0], xy[:, 1]) > 0:
             out.append(xy)
     return out
 
 
 def _smooth(xy: np.ndarray, weights) -> np.ndarray:
+    """Weighted 3-point moving average along a closed outline."""
     a, b, c = weights
-    return a * np.roll(xy, 1, axis=0) + b * xy + c * np.roll(xy, -1, axis=0)
+    out = b * xy
+    out[1:] += a * xy[:-1]
+    out[0] += a * xy[-1]
+    out[:-1] += c * xy[1:]
+    out[-1] += c * xy[0]
+    return out
 
 
 def _closed_length(xy: np.ndarray) -> float:
-    d = xy - np.roll(xy, 1, axis=0)
-    return float(np.sqrt((d * d).sum(axis=1)).sum())
+    d = np.diff(xy, axis=0, append=xy[:1])
+    return float(np.sqrt(np.einsum("ij,ij->i", d, d)).sum())
 
 
 def chord_angle(x1, y1, x2, y2) -> float:
@@ -127,17 +134,21 @@ def centre_hull_min_width(rows: np.ndarray, first: np.ndarray, last: np.ndarray)
     beyond the outermost centres on each side (1 for axis-aligned edges, almost 0 for
     edges at irregular angles, whose lattice lines are dense).
     """
-    x = np.concatenate([first, last]).astype(np.int64)
-    y = np.concatenate([rows, rows]).astype(np.int64)
-    pts = np.unique(np.column_stack([x, y]), axis=0)
-    if len(pts) == 1:
+    k = len(rows)
+    pts = np.empty((2 * k, 2), np.int64)
+    pts[:k, 0], pts[k:, 0] = first, last
+    pts[:k, 1] = pts[k:, 1] = rows
+    if k == 1 and first[0] == last[0]:
         return 1.0
-    hull = _hull(pts).round().astype(np.int64) if len(pts) >= 3 else pts
+    hull = _hull(pts).round().astype(np.int64)
+    if len(hull) >= 3 and polygon_area(hull[:, 0].astype(float), hull[:, 1].astype(float)) == 0:
+        hull = hull[[0, -1]]
     if len(hull) < 3:  # all centres on one line
-        e = hull[-1] - hull[0]
+        ends = pts[np.lexsort((pts[:, 1], pts[:, 0]))[[0, -1]]]
+        e = ends[1] - ends[0]
         g = math.gcd(int(e[0]), int(e[1]))
         return g / math.hypot(int(e[0]), int(e[1]))
-    e = np.roll(hull, -1, axis=0) - hull
+    e = np.diff(hull, axis=0, append=hull[:1])
     length = np.hypot(e[:, 0], e[:, 1])
     keep = length > 0
     e, length, start = e[keep], length[keep], hull[keep]
