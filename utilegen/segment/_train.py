@@ -154,8 +154,8 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
         stop_event.set()
         batches.close()
         bar.close()
-        record = {"epoch": epoch + 1, "steps": steps_done, "loss": sums[0] / max(steps_done, 1),
-                  "prob_loss": sums[1] / max(steps_done, 1), "dist_loss": sums[2] / max(steps_done, 1),
+        record = {"epoch": epoch + 1, "steps": steps_done, "loss": float(sums[0]) / max(steps_done, 1),
+                  "prob_loss": float(sums[1]) / max(steps_done, 1), "dist_loss": float(sums[2]) / max(steps_done, 1),
                   "lr": opt.param_groups[0]["lr"], "seconds": time.monotonic() - t0}
         monitor = record["loss"]
         if val_batches:

@@ -1,0 +1,314 @@
+"""utilegen.segment: targets, decoding, training, tiled prediction, persistence, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from utilegen.datasets import sample_pair
+from utilegen.masks import InstanceMask
+from utilegen.segment import StarDist, StarDistConfig, evaluate, normalize, targets
+
+torch = pytest.importorskip("torch")
+
+TINY = dict(base_filters=8, feature_channels=32, patch_size=64, unet_depth=2, n_rays=16,
+            learning_rate=3e-3)
+
+
+def disk_labels(shape=(96, 96), centres=((30, 30), (60, 64)), radius=12) -> np.ndarray:
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.uint16)
+    for i, (r, c) in enumerate(centres, 1):
+        labels[(rr - r) ** 2 + (cc - c) ** 2 <= radius**2] = i
+    return labels
+
+
+def square_labels() -> np.ndarray:
+    labels = np.zeros((80, 80), np.uint16)
+    labels[10:31, 10:31] = 1  # 21 x 21, centre (20, 20)
+    labels[40:70, 45:60] = 2
+    return labels
+
+
+def decode(labels, grid, n_rays=32, nms=0.3):
+    """Targets of a label image -> candidates -> NMS -> label image."""
+    from utilegen.segment._predict import instances
+
+    prob, dist = targets(labels, n_rays, grid)
+    rows, cols = np.nonzero(prob > 0.3)
+    points = np.stack([rows, cols], axis=1) * grid
+    out, details = instances(points, prob[rows, cols], dist[rows, cols], labels.shape,
+                             prob_thresh=0.3, nms_thresh=nms)
+    return out, details
+
+
+# ---------------------------------------------------------------- configuration
+def test_config_defaults_are_stardist2d():
+    c = StarDistConfig()
+    assert (c.n_rays, c.grid, c.unet_depth, c.base_filters, c.kernel_size, c.feature_channels,
+            c.patch_size, c.batch_size, c.learning_rate, c.dist_loss_weight) == \
+        (32, 2, 3, 32, 3, 128, 256, 4, 3e-4, 0.2)
+    assert (c.normalize_low, c.normalize_high) == (1.0, 99.8)
+
+
+def test_config_json_round_trip_and_replace():
+    c = StarDistConfig(n_rays=64, grid=1)
+    assert StarDistConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert c.replace(n_rays=16).n_rays == 16 and c.n_rays == 64
+    with pytest.raises(ValueError, match="unknown StarDistConfig keys"):
+        StarDistConfig.from_dict({**c.to_dict(), "rays": 3})
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"n_rays": 2}, "n_rays"), ({"grid": 3}, "grid"), ({"patch_size": 100}, "patch_size"),
+    ({"learning_rate": 0}, "learning_rate"), ({"foreground_fraction": 1.5}, "foreground_fraction"),
+    ({"normalize_low": 99.9}, "normalize_low"), ({"unet_depth": 0}, "unet_depth"),
+])
+def test_config_range_checks_name_the_parameter(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        StarDistConfig(**kwargs)
+
+
+def test_config_is_frozen():
+    with pytest.raises(Exception):
+        StarDistConfig().n_rays = 8
+
+
+# -------------------------------------------------------------------- targets
+def test_prob_target_is_normalized_distance_to_background():
+    labels = disk_labels()
+    prob, _ = targets(labels, 32, 1)
+    assert prob.shape == labels.shape
+    assert prob[labels == 0].max() == 0
+    assert prob[30, 30] == pytest.approx(1.0) and prob[60, 64] == pytest.approx(1.0)
+    # on the edge of a radius-12 disk the distance is 1 of 12 or 13
+    assert 0 < prob[30, 30 + 12] < 0.1
+
+
+def test_dist_target_of_a_disk_centre_is_its_radius():
+    labels = disk_labels(radius=12)
+    _, dist = targets(labels, 32, 1)
+    assert dist.shape == labels.shape + (32,)
+    assert np.all(np.abs(dist[30, 30] - 12.5) <= 1.0)
+    assert np.all(dist[labels == 0] == 0)
+
+
+def test_dist_target_of_a_square_centre():
+    _, dist = targets(square_labels(), 4, 1)
+    # rays 0..3 point along the axes: half the side (10.5 px to the outer pixel edge)
+    np.testing.assert_allclose(dist[20, 20], 11, atol=1)
+
+
+@pytest.mark.parametrize("grid", [2, 4])
+def test_targets_on_a_grid_are_the_full_targets_subsampled(grid):
+    labels = sample_pair((96, 96), particles=8, rng=2)[1].labels
+    prob1, dist1 = targets(labels, 16, 1)
+    probg, distg = targets(labels, 16, grid)
+    np.testing.assert_allclose(distg, dist1[::grid, ::grid], atol=1e-5)
+    assert probg.shape == prob1[::grid, ::grid].shape
+    np.testing.assert_array_equal(probg > 0, prob1[::grid, ::grid] > 0)
+
+
+def test_targets_match_the_stardist_functions():
+    from stardist.geometry import star_dist
+    from stardist.utils import edt_prob
+
+    labels = sample_pair((64, 64), particles=5, rng=4)[1].labels
+    prob, dist = targets(labels, 32, 1)
+    np.testing.assert_allclose(prob, edt_prob(labels), atol=1e-6)
+    np.testing.assert_allclose(dist, star_dist(labels, 32), atol=1e-4)
+
+
+@pytest.mark.parametrize("grid", [1, 2])
+@pytest.mark.parametrize("make", [disk_labels, square_labels, lambda: sample_pair(
+    (128, 128), particles=12, touching=0.0, rng=5)[1].labels])
+def test_targets_decoded_through_nms_give_f1_one(grid, make):
+    labels = make()
+    out, details = decode(labels, grid)
+    df = evaluate([out], [(np.zeros(labels.shape), labels)], iou=0.5)
+    overall = df[df.image == "all"].iloc[0]
+    assert overall.f1 == 1.0
+    assert overall.n_pred == len(np.unique(labels)) - 1
+    assert details["coord"].shape == (overall.n_pred, 2, 32)
+
+
+def test_normalize_maps_percentiles_to_zero_and_one():
+    image = np.arange(1000, dtype=np.uint16).reshape(20, 50)
+    x = normalize(image, 0, 100)
+    assert x.dtype == np.float32 and x.min() == 0 and x.max() == pytest.approx(1)
+    with pytest.raises(ValueError, match="2-D"):
+        normalize(np.zeros((2, 3, 4)))
+
+
+# ----------------------------------------------------------------- evaluation
+def test_evaluate_known_answers():
+    truth = InstanceMask(disk_labels())
+    only_first = InstanceMask((truth.labels == 1).astype(np.uint16))
+    empty = InstanceMask(np.zeros(truth.shape, np.uint16))
+    pairs = [(np.zeros(truth.shape), truth)] * 3
+    df = evaluate([truth, only_first, empty], pairs, iou=(0.5, 0.7), names=["a", "b", "c"])
+    per = df[df.image != "all"].set_index(["image", "iou"])
+    assert per.loc[("a", 0.5), "f1"] == 1.0
+    assert per.loc[("b", 0.5), "precision"] == 1.0 and per.loc[("b", 0.5), "recall"] == 0.5
+    assert per.loc[("c", 0.7), "recall"] == 0.0
+    overall = df[df.image == "all"].set_index("iou")
+    assert overall.loc[0.5, "tp"] == 3 and overall.loc[0.5, "fn"] == 3
+    assert overall.loc[0.5, "recall"] == pytest.approx(0.5)
+    assert set(df.columns) >= {"precision", "recall", "f1", "accuracy", "panoptic_quality"}
+
+
+def test_evaluate_rejects_bad_input():
+    pairs = [(np.zeros((8, 8)), np.zeros((8, 8), np.uint16))]
+    with pytest.raises(ValueError, match="predictions"):
+        evaluate([], pairs)
+    with pytest.raises(ValueError, match="iou"):
+        evaluate([np.zeros((8, 8), np.uint16)], pairs, iou=1.5)
+    with pytest.raises(ValueError, match="shape"):
+        evaluate([np.zeros((9, 8), np.uint16)], pairs)
+
+
+# --------------------------------------------------------------------- network
+def test_network_shapes_and_parameter_count_of_the_defaults():
+    model = StarDist()
+    n = sum(p.numel() for p in model.network.parameters())
+    assert 1.3e6 < n < 1.5e6  # StarDist2D's default U-Net has about 1.4 M parameters
+    with torch.inference_mode():
+        prob, dist = model.network(torch.zeros(1, 1, 64, 96))
+    assert prob.shape == (1, 1, 32, 48) and dist.shape == (1, 32, 32, 48)
+    assert torch.all((prob >= 0) & (prob <= 1))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny model overfitted on one rendered image (about 10-20 s on 1 thread)."""
+    torch.set_num_threads(1)
+    pair = sample_pair((128, 128), particles=10, radius=(8, 14), touching=0.2, rng=3)
+    model = StarDist(StarDistConfig(**TINY), seed=0)
+    before = evaluate(model.predict_many([pair[0]], prob_thresh=0.5), [pair], iou=0.5)
+    model.fit([pair], [pair], epochs=3, steps_per_epoch=40, seed=0, progress=False)
+    model.optimize_thresholds([pair], nms_threshs=(0.3, 0.4))
+    return model, pair, before
+
+
+def test_tiny_model_overfits_one_image(trained):
+    model, pair, before = trained
+    after = evaluate(model, [pair], iou=(0.5,))
+    f1_before = before[before.image == "all"].f1.iloc[0]
+    f1_after = after[after.image == "all"].f1.iloc[0]
+    assert f1_before < 0.2
+    assert f1_after >= 0.8
+    assert len(model.history) == 3 and model.history[-1]["loss"] < model.history[0]["loss"]
+    assert 0 < model.thresholds["prob"] < 1 and model.thresholds["nms"] in (0.3, 0.4)
+
+
+def test_predict_returns_mask_and_details(trained):
+    model, pair, _ = trained
+    mask, details = model.predict(pair[0], return_details=True)
+    assert isinstance(mask, InstanceMask) and mask.shape == pair[0].shape
+    assert len(details["prob"]) == mask.count == details["coord"].shape[0]
+    assert details["prob_map"].shape == (64, 64)
+    assert np.all(details["prob"] > model.thresholds["prob"])
+    # RGB input is converted to gray and gives the same answer
+    rgb = np.repeat(pair[0][..., None], 3, axis=-1)
+    assert model.predict(rgb) == mask
+
+
+def test_tiled_and_untiled_prediction_agree(trained):
+    model, pair, _ = trained
+    big = np.tile(pair[0], (2, 3))  # 256 x 384, tiled in 64-pixel tiles below
+    fp32 = StarDist(model.config.replace(mixed_precision=False), seed=None)
+    fp32.network.load_state_dict(model.network.state_dict())
+    fp32.thresholds = model.thresholds
+    whole, d1 = fp32.predict(big, return_details=True)
+    tiled, d2 = fp32.predict(big, tile_size=64, context=48, return_details=True)
+    np.testing.assert_allclose(d1["prob_map"], d2["prob_map"], atol=1e-4)
+    df = evaluate([tiled], [(big, whole)], iou=0.9)
+    assert df.f1.iloc[-1] >= 0.98 and whole.count >= 40
+    # bf16 inference finds the same particles as float32
+    df = evaluate([model.predict(big)], [(big, whole)], iou=0.8)
+    assert df.f1.iloc[-1] >= 0.95
+
+
+def test_predict_odd_sized_image(trained):
+    model, pair, _ = trained
+    mask = model.predict(pair[0][:101, :77])
+    assert mask.shape == (101, 77)
+
+
+def test_save_load_round_trip(trained, tmp_path):
+    model, pair, _ = trained
+    model.save(tmp_path / "m")
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {
+        "weights.pt", "config.json", "thresholds.json", "info.json"}
+    assert json.loads((tmp_path / "m" / "thresholds.json").read_text()) == model.thresholds
+    loaded = StarDist.load(tmp_path / "m")
+    assert loaded.config == model.config and loaded.thresholds == model.thresholds
+    assert loaded.predict(pair[0]) == model.predict(pair[0])
+    with pytest.raises(FileExistsError):
+        model.save(tmp_path / "m")
+    model.save(tmp_path / "half", half=True)
+    assert (tmp_path / "half" / "weights.pt").stat().st_size < 0.6 * (
+        tmp_path / "m" / "weights.pt").stat().st_size
+    half = StarDist.load(tmp_path / "half")
+    df = evaluate([half.predict(pair[0])], [(pair[0], model.predict(pair[0]))], iou=0.8)
+    assert df.f1.iloc[-1] >= 0.95
+
+
+def test_fit_resumes_from_a_checkpoint(tmp_path):
+    torch.set_num_threads(1)
+    pairs = [sample_pair((96, 96), particles=6, rng=i) for i in range(2)]
+    cfg = StarDistConfig(**TINY, mixed_precision=False)
+    straight = StarDist(cfg, seed=1)
+    straight.fit(pairs, None, epochs=2, steps_per_epoch=3, seed=7, progress=False)
+    resumed = StarDist(cfg, seed=1)
+    resumed.fit(pairs, None, epochs=1, steps_per_epoch=3, seed=7, progress=False,
+                checkpoint_dir=tmp_path)
+    assert (tmp_path / "last.pt").is_file()
+    resumed.fit(pairs, None, epochs=2, steps_per_epoch=3, seed=7, progress=False,
+                resume=tmp_path / "last.pt")
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    for a, b in zip(straight.network.parameters(), resumed.network.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_time_limit_stops_training():
+    pairs = [sample_pair((96, 96), particles=6, rng=0)]
+    model = StarDist(StarDistConfig(**TINY), seed=0)
+    history = model.fit(pairs, epochs=50, steps_per_epoch=1000, time_limit=0.5, progress=False)
+    assert len(history) == 1 and history[0]["steps"] < 1000
+
+
+# ------------------------------------------------------------------ bad inputs
+def test_bad_inputs_give_clear_errors(tmp_path):
+    model = StarDist(StarDistConfig(**TINY))
+    pair = sample_pair((64, 64), particles=3, rng=0)
+    with pytest.raises(ValueError, match="2-D"):
+        model.predict(np.zeros((4, 64, 64)))
+    with pytest.raises(ValueError, match="prob_thresh"):
+        model.predict(pair[0], prob_thresh=1.5)
+    with pytest.raises(ValueError, match="tile_size"):
+        model.predict(pair[0], tile_size=100)
+    with pytest.raises(ValueError, match="epochs"):
+        model.fit([pair], epochs=0)
+    with pytest.raises(ValueError, match="empty"):
+        model.fit([], epochs=1, steps_per_epoch=1, progress=False)
+    with pytest.raises(ValueError, match="shape"):
+        model.fit([(pair[0][:32], pair[1])], epochs=1, steps_per_epoch=1, progress=False)
+    with pytest.raises(ValueError, match="config"):
+        StarDist("big")
+    with pytest.raises(ValueError, match="known: \\['emps'\\]"):
+        StarDist.pretrained("nope")
+    with pytest.raises(FileNotFoundError, match="not a saved StarDist model"):
+        StarDist.load(tmp_path)
+    with pytest.raises(ValueError, match="measure"):
+        model.optimize_thresholds([pair], measure="speed")
+
+
+def test_import_does_not_load_torch():
+    code = "import sys, utilegen.segment; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
