@@ -131,7 +131,7 @@ def main():
     if args.record:
         with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
             f.write(f"\n## Synthetic generator ({time.strftime('%Y-%m-%d')})\n\n"
-                    f"`.venv/bin/python benchmarks/generate.py --record`\n\n" + "\n".join(lines) + "\n")
+                    f"`.venv/bin/python benchmarks/generate.py {' '.join(sys.argv[1:])}`\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
