@@ -225,7 +225,8 @@ def from_folder(folder, labels, *, classes: Sequence[str] | None = None) -> Labe
 
 def synthetic_for_class(pairs, label: str, n: int, *, seed: int = 0, image_size: int = 512,
                         particles_per_image=(10, 30), background=("inpaint", "mean"),
-                        min_size: float = 0.6, augmenter="default") -> LabelledImages:
+                        min_size: float = 0.6, scale=(0.3, 2.0),
+                        augmenter="default") -> LabelledImages:
     """`n` synthetic images of one class, made by the generator fed with that class's pairs.
 
     Parameters
@@ -236,10 +237,12 @@ def synthetic_for_class(pairs, label: str, n: int, *, seed: int = 0, image_size:
         The class of every synthetic image.
     n : int
         Number of images (e.g. 5 per real image).
-    seed, image_size, particles_per_image, background, min_size
+    seed, image_size, particles_per_image, background, min_size, scale
         Generator settings (`SyntheticDataset`, `Compositor`, `BackgroundPool`,
         ``ParticlePool.without_small``); particles cut by the border are left out and each
         image takes its particles from its background's source image (``same_source``).
+        Particles that could not fit the canvas at the largest scale and any rotation
+        (diagonal x ``scale[1]`` > 90 % of `image_size`) are left out too.
     augmenter : Augmenter, None or "default"
         Image degradations (paper defaults).
 
@@ -250,9 +253,15 @@ def synthetic_for_class(pairs, label: str, n: int, *, seed: int = 0, image_size:
     if int(n) != n or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     particles = ParticlePool.from_pairs(pairs).without_border().without_small(min_size)
+    limit = 0.9 * image_size / float(scale[1])
+    particles = ParticlePool([p for p in particles if np.hypot(*p.alpha.shape) <= limit],
+                             particles.sources)
+    if len(particles) == 0:
+        raise ValueError(f"no particle of the {label!r} pairs fits a {image_size} px image at "
+                         f"scale up to {scale[1]}; raise image_size or lower scale")
     backgrounds = BackgroundPool.from_pairs(pairs, method=list(background))
     compositor = Compositor(particles_per_image=tuple(particles_per_image), image_size=image_size,
-                            same_source=True)
+                            scale=tuple(scale), same_source=True)
     ds = SyntheticDataset(particles, backgrounds, compositor=compositor,
                           augmenter=Augmenter() if augmenter == "default" else augmenter,
                           length=int(n), seed=seed)
