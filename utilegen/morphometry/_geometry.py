@@ -47,7 +47,8 @@ def outer_contours(crop: np.ndarray) -> list[np.ndarray]:
     """
     from skimage.measure import find_contours
 
-    padded = np.pad(crop, 1).astype(np.float32)
+    padded = np.zeros((crop.shape[0] + 2, crop.shape[1] + 2), np.float32)
+    padded[1:-1, 1:-1] = crop
     out = []
     for c in find_contours(padded, 0.5, fully_connected="high"):
         if len(c) > 1 and c[0, 0] == c[-1, 0] and c[0, 1] == c[-1, 1]:
@@ -99,8 +100,9 @@ def _diameter(hull: np.ndarray) -> tuple[float, int, int]:
     n = len(hull)
     if n < 2:
         return 0.0, 0, 0
-    d = hull[:, None, :] - hull[None, :, :]
-    d2 = np.triu((d * d).sum(axis=2), 1)
+    dx = hull[:, 0, None] - hull[None, :, 0]
+    dy = hull[:, 1, None] - hull[None, :, 1]
+    d2 = dx * dx + dy * dy
     k = int(np.argmax(d2))
     return math.sqrt(float(d2.flat[k])), k // n, k % n
 
@@ -140,8 +142,10 @@ def centre_hull_min_width(rows: np.ndarray, first: np.ndarray, last: np.ndarray)
     pts[:k, 1] = pts[k:, 1] = rows
     if k == 1 and first[0] == last[0]:
         return 1.0
-    hull = _hull(pts).round().astype(np.int64)
-    if len(hull) >= 3 and polygon_area(hull[:, 0].astype(float), hull[:, 1].astype(float)) == 0:
+    import cv2
+
+    hull = cv2.convexHull(pts.astype(np.int32))[:, 0, :].astype(np.int64)
+    if len(hull) >= 3 and polygon_area(hull[:, 0], hull[:, 1]) == 0:
         hull = hull[[0, -1]]
     if len(hull) < 3:  # all centres on one line
         ends = pts[np.lexsort((pts[:, 1], pts[:, 0]))[[0, -1]]]
