@@ -70,6 +70,11 @@ def _add_generate(sub):
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--coco", action="store_true", help="also write COCO annotations.json")
+    p.add_argument("--layout", choices=("tiff", "zarr"), default="tiff",
+                   help="output as TIFF files (default) or one chunked Zarr store (data.zarr)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on a Dask cluster, e.g. tcp://10.0.0.5:8786 (needs utilegen[distributed]; "
+                        "--out must be reachable by the workers)")
     p.set_defaults(func=_generate)
 
 
@@ -97,7 +102,15 @@ def _generate(args) -> int:
     ds = SyntheticDataset(particles, backgrounds, compositor=compositor, augmenter=augmenter,
                           length=args.n, seed=args.seed)
     print(f"{particles}; {backgrounds}")
-    out = ds.export(args.out, workers=args.workers, coco=args.coco)
+    if args.scheduler:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise ValueError("--scheduler needs Dask: pip install 'utilegen[distributed]'") from None
+        with Client(args.scheduler) as client:
+            out = ds.export(args.out, client=client, coco=args.coco, layout=args.layout)
+    else:
+        out = ds.export(args.out, workers=args.workers, coco=args.coco, layout=args.layout)
     print(f"wrote {args.n} image/mask pairs to {out}")
     return 0
 

@@ -11,10 +11,12 @@ do not need torch.
 from ._augment import Augmenter
 from ._backgrounds import BackgroundPool, fill_holes, inpaint_background
 from ._compositor import Compositor, transform_particle
+from ._export import LAYOUTS, export, read_zarr_item
 from ._particles import Particle, ParticlePool
 
 __all__ = ["ParticlePool", "Particle", "BackgroundPool", "Compositor", "Augmenter",
-           "SyntheticDataset", "Sample", "transform_particle", "fill_holes", "inpaint_background"]
+           "SyntheticDataset", "Sample", "transform_particle", "fill_holes", "inpaint_background",
+           "export", "read_zarr_item", "LAYOUTS"]
 
 
 def __getattr__(name):

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import json
-import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +10,6 @@ from torch.utils.data import Dataset
 
 from .. import __version__
 from ..datasets._torch import image_to_tensor, mask_to_tensor
-from ..io import atomic_path, read_mask, write_image, write_mask
 from ..masks import InstanceMask
 from ._augment import Augmenter
 from ._backgrounds import BackgroundPool
@@ -117,12 +114,16 @@ class SyntheticDataset(Dataset):
             "particle_sources": self.particles.sources,
         }
 
-    def export(self, directory, *, workers: int = 1, coco: bool = False,
-               progress: bool = True) -> Path:
-        """Write every item to `directory` (see `utilegen.synth.export`)."""
+    def export(self, directory, *, workers: int = 1, coco: bool = False, layout: str = "tiff",
+               client=None, progress: bool = True) -> Path:
+        """Write every item to `directory` as TIFFs or Zarr, locally or on a Dask cluster.
+
+        See `utilegen.synth.export` for the layout, resuming and the Dask `client`.
+        """
         from ._export import export
 
-        return export(self, directory, workers=workers, coco=coco, progress=progress)
+        return export(self, directory, workers=workers, coco=coco, layout=layout, client=client,
+                      progress=progress)
 
 
 def _from_unit(image: np.ndarray, dtype: str) -> np.ndarray:
