@@ -1,0 +1,128 @@
+"""The `utilegen analyze` and `utilegen serve` commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ANALYZE_EXAMPLES = """examples:
+  utilegen analyze micrographs/ --pixel-size 0.5 --unit nm --out report/
+  utilegen analyze 'data/*.tif' --out report/            # pixel size from each TIFF's calibration
+  utilegen analyze a.png b.png --model my_model/ --pixel-size 1.2 --out report/ --keep-border
+"""
+
+SERVE_EXAMPLES = """examples:
+  utilegen serve                          # http://127.0.0.1:8000
+  utilegen serve --host 0.0.0.0 --port 8080 --model my_model/ --max-files 50
+"""
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_cli(subparsers) -> None:
+    """Register `analyze` and `serve` on the `utilegen` command's subparsers."""
+    p = subparsers.add_parser(
+        "analyze", help="segment micrographs and measure every particle (PSD, shapes, report)",
+        description="Segment micrographs, measure every particle and write a report folder: "
+                    "particles.csv, summary.csv, psd.png (histogram, KDE, log-normal fit), "
+                    "overlays/<image>.png and labels/<image>.tif.",
+        epilog=ANALYZE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", nargs="+", metavar="IMAGES",
+                   help="image files, folders or glob patterns (TIFF, PNG, JPEG, BMP)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="report folder (created; must be empty unless --overwrite)")
+    p.add_argument("--pixel-size", type=_positive_float, default=None,
+                   help="size of one pixel in --unit (default: each TIFF's calibration, else px)")
+    p.add_argument("--unit", default="nm", help="unit of --pixel-size (default nm)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="segmentation model folder (from StarDist.save); default: the model "
+                        "shipped with utilegen")
+    p.add_argument("--classifier", type=Path, default=None,
+                   help="shape classifier folder (from ShapeClassifier.save); default: none")
+    p.add_argument("--keep-border", action="store_true",
+                   help="also measure particles cut by the image border")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out folder, replacing files of the same name")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_analyze)
+
+    s = subparsers.add_parser(
+        "serve", help="run the web app: upload micrographs, get overlays, PSD and CSV",
+        description="Start utilegen's web app: upload micrographs in a browser and get the "
+                    "particle overlays, tables, the size distribution and CSV downloads.",
+        epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this computer only)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    s.add_argument("--model", type=Path, default=None,
+                   help="segmentation model folder; default: the model shipped with utilegen")
+    s.add_argument("--classifier", type=Path, default=None, help="shape classifier folder")
+    s.add_argument("--max-files", type=_positive_int, default=20,
+                   help="most images per upload (default 20)")
+    s.add_argument("--max-mb", type=_positive_float, default=25.0,
+                   help="largest image file in MB (default 25)")
+    s.set_defaults(func=_serve)
+
+
+def _analyze(args) -> int:
+    from .analyze import analyze
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        # Checked before the (long) analysis, not only when saving.
+        raise FileExistsError(f"{out} is not empty; choose a new folder or pass --overwrite")
+    report = analyze(args.images, segmenter=args.model, classifier=args.classifier,
+                     pixel_size=args.pixel_size, unit=args.unit,
+                     exclude_border=not args.keep_border, progress=not args.no_progress)
+    for name, message in report.errors:
+        print(f"skipped {name}: {message}", file=sys.stderr)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if not report.ids:
+        print("utilegen analyze: error: no image could be analyzed", file=sys.stderr)
+        return 1
+    report.save(out, overwrite=args.overwrite)
+    row = report.summary.iloc[0]
+    unit = row["unit"]
+    mean = row.get("equivalent_diameter_mean")
+    size = (f"; equivalent diameter mean {mean:.3g} {unit}, "
+            f"D50 {row['equivalent_diameter_d50']:.3g} {unit}") if row["particles"] else ""
+    print(f"{len(report.particles)} particles in {len(report.ids)} image(s){size}")
+    print(f"report written to {out}/ (particles.csv, summary.csv, psd.png, overlays/, labels/)")
+    return 0 if not report.errors else 3
+
+
+def _serve(args) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        raise ValueError("the web app needs the web extra: pip install 'utilegen[web]'") from None
+    from .analyze import load_classifier, load_segmenter
+    from .app import create_app
+
+    segmenter = load_segmenter(args.model)
+    classifier = load_classifier(args.classifier)
+    app = create_app(segmenter=segmenter, classifier=classifier, max_files=args.max_files,
+                     max_bytes=int(args.max_mb * 1024 * 1024))
+    print(f"utilegen web app on http://{args.host}:{args.port}/ (Ctrl+C to stop)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
