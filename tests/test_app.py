@@ -1,0 +1,202 @@
+"""The web app's HTTP API (FastAPI TestClient, no browser): uploads, limits, isolation.
+
+The segmenter is `ThresholdSegmenter` (Otsu + connected components), a classical stand-in
+for the trained model that runs in milliseconds; these tests are about the app, not about
+segmentation quality.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from utilegen.analyze import ThresholdSegmenter  # noqa: E402
+from utilegen.app import create_app  # noqa: E402
+
+
+def png_bytes(disks=((30, 30, 10), (70, 60, 12)), shape=(100, 120)) -> bytes:
+    import cv2
+
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    img = np.full(shape, 210, np.uint8)
+    for r, c, rad in disks:
+        img[(yy - r) ** 2 + (xx - c) ** 2 <= rad**2] = 40
+    ok, data = cv2.imencode(".png", img)
+    assert ok
+    return data.tobytes()
+
+
+@pytest.fixture
+def client(tmp_path):
+    app = create_app(segmenter=ThresholdSegmenter(sigma=0, min_area=5), max_files=3,
+                     max_bytes=200_000, max_pixels=1_000_000, workdir=tmp_path / "work")
+    with TestClient(app) as c:
+        yield c
+
+
+def wait(client, url, timeout=30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.get(url).json()
+        if state["status"] in ("done", "failed"):
+            return state
+        time.sleep(0.05)
+    raise AssertionError(f"job did not finish in {timeout} s: {state}")
+
+
+def upload(client, files, **data):
+    return client.post("/api/jobs", files=[("files", f) for f in files],
+                       data={"pixel_size": "0.5", "unit": "nm", **data})
+
+
+def test_page_and_config(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'id="dropzone"' in page.text and 'id="pixel-size"' in page.text
+    assert client.get("/api/config").json()["max_files"] == 3
+
+
+def test_upload_analyze_and_download(client, tmp_path):
+    r = upload(client, [("one.png", png_bytes(), "image/png"),
+                        ("two.png", png_bytes(disks=((50, 50, 15),)), "image/png")])
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["accepted"] == ["one", "two"] and job["rejected"] == []
+    state = wait(client, job["url"])
+    assert state["status"] == "done", state
+    result = state["result"]
+    assert result["particles"] == 3 and result["unit"] == "nm"
+    assert [im["particles"] for im in result["images"]] == [2, 1]
+    stats = {s["name"]: s for s in result["stats"]}
+    assert stats["particles"]["value"] == 3 and stats["D50"]["unit"] == "nm"
+    # Diameters in nm: 2 * r * 0.5
+    d = sorted(row[result["images"][0]["columns"].index("equivalent_diameter")]
+               for row in result["images"][0]["rows"])
+    np.testing.assert_allclose(d, [10, 12], rtol=0.07)
+    csv = client.get(result["csv_url"])
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    assert "attachment" in csv.headers["content-disposition"]
+    table = pd.read_csv(_io.StringIO(csv.text))
+    assert len(table) == 3 and table["image_id"].tolist() == ["one", "one", "two"]
+    for url in (result["psd_url"], result["images"][1]["overlay_url"]):
+        png = client.get(url)
+        assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    assert client.get(result["summary_csv_url"]).status_code == 200
+    zipped = client.get(result["zip_url"])
+    import zipfile
+
+    names = zipfile.ZipFile(_io.BytesIO(zipped.content)).namelist()
+    assert "utilegen-report/particles.csv" in names and "utilegen-report/labels/one.tif" in names
+
+
+def test_non_images_and_corrupt_files_are_rejected_politely(client, tmp_path):
+    r = upload(client, [("notes.png", b"just some text", "image/png"),
+                        ("broken.png", png_bytes()[:60], "image/png"),
+                        ("good.tif", png_bytes(), "image/tiff")])  # a PNG named .tif: fine
+    assert r.status_code == 202
+    rejected = {x["name"]: x["reason"] for x in r.json()["rejected"]}
+    assert rejected["notes.png"].startswith("not an image")
+    assert "damaged" in rejected["broken.png"] or "decoded" in rejected["broken.png"]
+    assert r.json()["accepted"] == ["good"]
+    assert wait(client, r.json()["url"])["status"] == "done"
+    # Nothing usable: a 400 that lists why.
+    r = upload(client, [("a.exe", b"MZ\x90\x00", "application/octet-stream")])
+    assert r.status_code == 400
+    assert r.json()["rejected"][0]["reason"].startswith("not an image")
+
+
+def test_limits(client):
+    r = upload(client, [(f"{i}.png", png_bytes(), "image/png") for i in range(4)])
+    assert r.status_code == 400 and "too many files" in r.json()["detail"]
+    big = np.random.default_rng(0).integers(0, 255, (400, 600), dtype=np.uint8)
+    import cv2
+
+    data = cv2.imencode(".png", big)[1].tobytes()
+    assert len(data) > 200_000
+    r = upload(client, [("big.png", data, "image/png"), ("ok.png", png_bytes(), "image/png")])
+    assert r.status_code == 202
+    assert "limit is" in r.json()["rejected"][0]["reason"]
+    huge = cv2.imencode(".png", np.zeros((1200, 1000), np.uint8))[1].tobytes()  # 1.2 MP
+    r = upload(client, [("huge.png", huge, "image/png")])
+    assert r.status_code == 400 and "megapixels" in r.json()["rejected"][0]["reason"]
+    r = upload(client, [("empty.png", b"", "image/png")])
+    assert r.status_code == 400 and "empty" in r.json()["rejected"][0]["reason"]
+    r = client.post("/api/jobs", data={"unit": "nm"})
+    assert r.status_code == 400 and "no files" in r.json()["detail"]
+
+
+def test_whole_request_size_limit(tmp_path):
+    app = create_app(segmenter=ThresholdSegmenter(), max_files=1, max_bytes=1000,
+                     workdir=tmp_path)
+    with TestClient(app) as c:
+        r = c.post("/api/jobs", files=[("files", ("x.png", b"\x89PNG" + b"0" * 2_000_000))])
+    assert r.status_code == 413 and "too large" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("pixel_size,unit,message", [
+    ("-1", "nm", "positive"), ("abc", "nm", "positive"), ("nan", "nm", "positive"),
+    ("1", "furlong", "unit must be")])
+def test_bad_calibration(client, pixel_size, unit, message):
+    r = upload(client, [("a.png", png_bytes(), "image/png")], pixel_size=pixel_size, unit=unit)
+    assert r.status_code == 400 and message in r.json()["detail"]
+
+
+def test_pixels_unit_and_blank_pixel_size(client):
+    r = upload(client, [("a.png", png_bytes(), "image/png")], pixel_size="", unit="px")
+    assert wait(client, r.json()["url"])["result"]["unit"] == "px"
+
+
+def test_file_names_never_become_paths(client, tmp_path):
+    r = upload(client, [("../../../etc/evil.png", png_bytes(), "image/png"),
+                        ("C:\\x\\=cmd|calc.png", png_bytes(), "image/png")])
+    job = r.json()
+    assert job["accepted"] == ["evil", "cmd_calc"]  # no path parts, no spreadsheet formula
+    assert wait(client, job["url"])["status"] == "done"
+    uploads = sorted(p.name for p in (tmp_path / "work" / job["id"] / "uploads").iterdir())
+    assert uploads == ["upload_000.png", "upload_001.png"]
+    assert not (tmp_path / "etc").exists()
+
+
+def test_users_only_see_their_own_jobs(client):
+    a = upload(client, [("alice.png", png_bytes(), "image/png")]).json()
+    b = upload(client, [("bob.png", png_bytes(disks=((50, 50, 15),)), "image/png")]).json()
+    assert a["id"] != b["id"]
+    ra, rb = wait(client, a["url"])["result"], wait(client, b["url"])["result"]
+    assert [im["name"] for im in ra["images"]] == ["alice"]
+    assert [im["name"] for im in rb["images"]] == ["bob"]
+    assert "bob" not in client.get(ra["csv_url"]).text
+    assert "alice" not in client.get(rb["csv_url"]).text
+    # No listing, and guessed or malformed ids find nothing.
+    assert client.get("/api/jobs").status_code in (404, 405)
+    assert client.get("/api/jobs/00000000-0000-4000-8000-000000000000").status_code == 404
+    assert client.get("/api/jobs/../../etc/passwd").status_code == 404
+    assert client.get(f"/api/jobs/{a['id']}/overlay/5.png").status_code == 404
+
+
+def test_old_jobs_are_dropped(tmp_path):
+    app = create_app(segmenter=ThresholdSegmenter(), max_jobs=2, workdir=tmp_path)
+    with TestClient(app) as c:
+        ids = []
+        for i in range(3):
+            job = upload(c, [(f"{i}.png", png_bytes(), "image/png")]).json()
+            wait(c, job["url"])
+            ids.append(job["id"])
+        assert c.get(f"/api/jobs/{ids[0]}").status_code == 404
+        assert not (tmp_path / ids[0]).exists()
+        assert c.get(f"/api/jobs/{ids[2]}").status_code == 200
+
+
+def test_create_app_argument_checks():
+    with pytest.raises(ValueError, match="max_files"):
+        create_app(segmenter=ThresholdSegmenter(), max_files=0)
+    with pytest.raises(ValueError, match="predict"):
+        create_app(segmenter=object())
