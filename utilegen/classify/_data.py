@@ -91,6 +91,23 @@ class LabelledImages:
         return LabelledImages(_Subset(self, indices), [self.labels[i] for i in indices],
                               names=[self.names[i] for i in indices])
 
+    def split(self, fraction: float, *, rng=None) -> tuple["LabelledImages", "LabelledImages"]:
+        """Stratified split: ``(rest, held_out)`` with `fraction` of each class held out.
+
+        Each class keeps at least one image on each side when it has two or more.
+        """
+        if not 0 < fraction < 1:
+            raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
+        rng = np.random.default_rng(rng)
+        rest, held = [], []
+        for label in sorted(set(self.labels)):
+            idx = [i for i, lab in enumerate(self.labels) if lab == label]
+            idx = [idx[k] for k in rng.permutation(len(idx))]
+            n = min(max(1, round(fraction * len(idx))), len(idx) - 1) if len(idx) > 1 else 0
+            held += idx[:n]
+            rest += idx[n:]
+        return self.subset(sorted(rest)), self.subset(sorted(held))
+
     def materialize(self) -> "LabelledImages":
         """The same items with every image read (or generated) once and kept in memory."""
         return LabelledImages([self.image(i) for i in range(len(self))], self.labels,

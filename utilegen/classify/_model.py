@@ -63,11 +63,34 @@ def create_backbone(name: str, num_classes: int, pretrained=False, **model_kwarg
     path = Path(pretrained)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    _check_weights_file(path, name, timm.create_model(name, num_classes=num_classes, **model_kwargs))
     try:
         return timm.create_model(name, pretrained=True, num_classes=num_classes,
                                  pretrained_cfg_overlay={"file": str(path)}, **model_kwargs)
     except RuntimeError as exc:  # wrong architecture: missing/unexpected keys, shape mismatch
         raise ValueError(f"pretrained weights file {path} does not fit backbone {name!r}: {exc}") from None
+
+
+def _check_weights_file(path: Path, name: str, model) -> None:
+    """Refuse a file that holds too little of the backbone (timm loads non-strictly when
+    the head is replaced, so a wrong file would otherwise load silently as nothing)."""
+    from timm.models import load_state_dict
+
+    try:
+        state = load_state_dict(str(path))
+    except Exception as exc:
+        raise ValueError(f"pretrained weights file {path} could not be read ({exc})") from None
+    head = model.default_cfg.get("classifier", "") if hasattr(model, "default_cfg") else ""
+    heads = (head,) if isinstance(head, str) else tuple(head)
+    wanted = {k: v.shape for k, v in model.state_dict().items()
+              if not any(h and k.startswith(h + ".") for h in heads) and "num_batches_tracked" not in k}
+    fitting = [k for k, shape in wanted.items() if k in state and tuple(state[k].shape) == tuple(shape)]
+    if len(fitting) < len(wanted):
+        missing = [k for k in wanted if k not in fitting]
+        raise ValueError(
+            f"pretrained weights file {path} does not fit backbone {name!r}: {len(missing)} of its "
+            f"{len(wanted)} tensors are missing or of another shape (e.g. {missing[:3]}); "
+            "expected a timm state dict of that model")
 
 
 @dataclass(frozen=True)

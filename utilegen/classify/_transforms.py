@@ -37,7 +37,7 @@ def to_unit(image) -> np.ndarray:
     lo, hi = np.percentile(values, (0.5, 99.5))
     if hi <= lo:
         return np.zeros_like(values)
-    return np.clip((values - lo) / (hi - lo), 0, 1)
+    return np.clip((values - lo) / (hi - lo), 0, 1).astype(np.float32)
 
 
 def _normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
