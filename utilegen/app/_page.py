@@ -11,6 +11,7 @@ INDEX_HTML = r"""<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>utilegen · particle size and shape</title>
+<link rel="icon" href="data:,">
 <style>
   :root { --fg: #1d2330; --muted: #5b6475; --line: #d9dee7; --accent: #2158d1; --bad: #b3261e; }
   * { box-sizing: border-box; }
