@@ -127,18 +127,18 @@ def markdown(results, args, synth_seconds, n_synth) -> str:
     load = os.getloadavg()
     lines = [
         "## Shape classification", "",
-        "`.venv/bin/python benchmarks/classify_real_vs_mixed.py --record` "
+        ("`.venv/bin/python benchmarks/classify_real_vs_mixed.py --record` "
         f"({platform.machine()}, torch {torch.__version__}, {args.threads} thread; load average "
-        f"{load[0]:.1f} at the end; another training job shared the 2 cores).", "",
-        f"EMPS sphere/cube/rod, fixed split (seed-0 shuffle per class): test 15 sphere / 5 cube / "
+        f"{load[0]:.1f} at the end; another training job shared the 2 cores)."), "",
+        (f"EMPS sphere/cube/rod, fixed split (seed-0 shuffle per class): test 15 sphere / 5 cube / "
         f"8 rod images; train 15 real per class (45), mixed = the same + 5 synthetic per real "
         f"({n_synth}, 512², generated per class from that class's training images only, "
         f"{synth_seconds:.0f} s). Same budget per cell: {args.steps} AdamW steps x batch "
         f"{args.batch_size} at {args.image_size} px, lr {args.lr}, seed 0; random initialisation "
         "(no ImageNet weights could be downloaded; the paper fine-tuned pretrained models), no "
-        "validation set (cube has 20 images), last weights evaluated.", "",
-        "| backbone | augmentation | data | accuracy | balanced acc. | recall sphere/cube/rod "
-        "| confusion (rows true s/c/r, cols predicted) | train time |",
+        "validation set (cube has 20 images), last weights evaluated."), "",
+        ("| backbone | augmentation | data | accuracy | balanced acc. | recall sphere/cube/rod "
+        "| confusion (rows true s/c/r, cols predicted) | train time |"),
         "|---|---|---|---|---|---|---|---|"]
     for r in results:
         rec = "/".join(f"{r['recall'][c]:.2f}" for c in CLASSES)

@@ -9,9 +9,21 @@ import sys
 import numpy as np
 import pytest
 
-from utilegen.classify import (ClassifierConfig, Evaluation, LabelledImages, ShapeRules, TrainConfig,
-                               confusion_matrix, from_emps, from_folder, particle_crops,
-                               particle_shapes, read_labels, shape_fractions, synthetic_for_class)
+from utilegen.classify import (
+    ClassifierConfig,
+    Evaluation,
+    LabelledImages,
+    ShapeRules,
+    TrainConfig,
+    confusion_matrix,
+    from_emps,
+    from_folder,
+    particle_crops,
+    particle_shapes,
+    read_labels,
+    shape_fractions,
+    synthetic_for_class,
+)
 from utilegen.masks import InstanceMask
 
 torch = pytest.importorskip("torch")
@@ -157,7 +169,7 @@ def test_synthetic_for_class_is_labelled_and_reproducible(emps_root):
     ds = emps(emps_root)
     spheres = ds.with_shape("sphere")
     pairs = spheres.subset(spheres.ids[:2])
-    options = dict(seed=5, image_size=256, particles_per_image=(3, 6), scale=(0.5, 1.0))
+    options = {"seed": 5, "image_size": 256, "particles_per_image": (3, 6), "scale": (0.5, 1.0)}
     syn = synthetic_for_class(pairs, "sphere", 3, **options)
     assert syn.labels == ["sphere"] * 3 and len(syn) == 3
     again = synthetic_for_class(pairs, "sphere", 3, **options)

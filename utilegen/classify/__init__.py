@@ -30,12 +30,34 @@ Importing this package does not import torch or timm; they load when a model is 
 from ._config import AUGMENTATIONS, ClassifierConfig, TrainConfig
 from ._data import LabelledImages, from_emps, from_folder, read_labels, synthetic_for_class
 from ._metrics import Evaluation, confusion_matrix
-from ._particles import PARTICLE_SHAPES, ShapeRules, particle_crops, particle_shapes, shape_fractions
+from ._particles import (
+    PARTICLE_SHAPES,
+    ShapeRules,
+    particle_crops,
+    particle_shapes,
+    shape_fractions,
+)
 
-__all__ = ["ShapeClassifier", "Prediction", "ClassifierConfig", "TrainConfig", "AUGMENTATIONS",
-           "LabelledImages", "from_emps", "from_folder", "read_labels", "synthetic_for_class",
-           "Evaluation", "confusion_matrix", "ShapeRules", "particle_shapes", "shape_fractions",
-           "particle_crops", "PARTICLE_SHAPES", "create_backbone"]
+__all__ = [
+    "AUGMENTATIONS",
+    "PARTICLE_SHAPES",
+    "ClassifierConfig",
+    "Evaluation",
+    "LabelledImages",
+    "Prediction",
+    "ShapeClassifier",
+    "ShapeRules",
+    "TrainConfig",
+    "confusion_matrix",
+    "create_backbone",
+    "from_emps",
+    "from_folder",
+    "particle_crops",
+    "particle_shapes",
+    "read_labels",
+    "shape_fractions",
+    "synthetic_for_class",
+]
 
 _TORCH_NAMES = {"ShapeClassifier", "Prediction", "create_backbone"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-__all__ = ["ClassifierConfig", "TrainConfig", "AUGMENTATIONS"]
+__all__ = ["AUGMENTATIONS", "ClassifierConfig", "TrainConfig"]
 
 #: Training augmentation policies (Table 2 of the paper compares the two).
 AUGMENTATIONS = ("standard", "randaugment+mixup")
@@ -70,7 +70,7 @@ class ClassifierConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ClassifierConfig":
+    def from_dict(cls, d: dict) -> ClassifierConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -156,7 +156,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

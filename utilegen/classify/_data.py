@@ -8,14 +8,14 @@ holds images as arrays, as paths (read when used) or as any indexable source of 
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from ..io import read_image
 
-__all__ = ["LabelledImages", "read_labels", "from_emps", "from_folder", "synthetic_for_class"]
+__all__ = ["LabelledImages", "from_emps", "from_folder", "read_labels", "synthetic_for_class"]
 
 
 class LabelledImages:
@@ -80,18 +80,18 @@ class LabelledImages:
         for i in range(len(self)):
             yield self[i]
 
-    def __add__(self, other: "LabelledImages") -> "LabelledImages":
+    def __add__(self, other: LabelledImages) -> LabelledImages:
         if not isinstance(other, LabelledImages):
             return NotImplemented
         return LabelledImages(_Concat(self, other), self.labels + other.labels,
                               names=self.names + other.names)
 
-    def subset(self, indices) -> "LabelledImages":
+    def subset(self, indices) -> LabelledImages:
         indices = [int(i) for i in indices]
         return LabelledImages(_Subset(self, indices), [self.labels[i] for i in indices],
                               names=[self.names[i] for i in indices])
 
-    def split(self, fraction: float, *, rng=None) -> tuple["LabelledImages", "LabelledImages"]:
+    def split(self, fraction: float, *, rng=None) -> tuple[LabelledImages, LabelledImages]:
         """Stratified split: ``(rest, held_out)`` with `fraction` of each class held out.
 
         Each class keeps at least one image on each side when it has two or more.
@@ -108,7 +108,7 @@ class LabelledImages:
             rest += idx[n:]
         return self.subset(sorted(rest)), self.subset(sorted(held))
 
-    def materialize(self) -> "LabelledImages":
+    def materialize(self) -> LabelledImages:
         """The same items with every image read (or generated) once and kept in memory."""
         return LabelledImages([self.image(i) for i in range(len(self))], self.labels,
                               names=self.names)

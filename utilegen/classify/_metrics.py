@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -47,7 +47,7 @@ class Evaluation:
     probabilities: np.ndarray | None = None
 
     @classmethod
-    def from_labels(cls, true, predicted, classes, *, names=(), probabilities=None) -> "Evaluation":
+    def from_labels(cls, true, predicted, classes, *, names=(), probabilities=None) -> Evaluation:
         return cls(tuple(classes), confusion_matrix(true, predicted, classes), tuple(names),
                    tuple(true), tuple(predicted), probabilities)
 

@@ -23,7 +23,7 @@ from ._data import LabelledImages
 from ._metrics import Evaluation
 from ._transforms import TrainTransform, eval_tensor
 
-__all__ = ["ShapeClassifier", "Prediction", "create_backbone"]
+__all__ = ["Prediction", "ShapeClassifier", "create_backbone"]
 
 WEIGHTS = "weights.pt"
 CONFIG = "config.json"
@@ -78,7 +78,7 @@ def _check_weights_file(path: Path, name: str, model) -> None:
 
     try:
         state = load_state_dict(str(path))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (torch, safetensors and pickle errors alike)
         raise ValueError(f"pretrained weights file {path} could not be read ({exc})") from None
     head = model.default_cfg.get("classifier", "") if hasattr(model, "default_cfg") else ""
     heads = (head,) if isinstance(head, str) else tuple(head)
@@ -384,7 +384,7 @@ class ShapeClassifier:
         return directory
 
     @classmethod
-    def load(cls, directory) -> "ShapeClassifier":
+    def load(cls, directory) -> ShapeClassifier:
         """A classifier saved with `save`."""
         directory = Path(directory)
         for name in (CONFIG, WEIGHTS):

@@ -16,7 +16,7 @@ import numpy as np
 from ..masks import InstanceMask
 from ._data import LabelledImages
 
-__all__ = ["PARTICLE_SHAPES", "ShapeRules", "particle_shapes", "shape_fractions", "particle_crops"]
+__all__ = ["PARTICLE_SHAPES", "ShapeRules", "particle_crops", "particle_shapes", "shape_fractions"]
 
 PARTICLE_SHAPES = ("sphere", "cube", "rod", "other")
 
@@ -59,7 +59,7 @@ class ShapeRules:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ShapeRules":
+    def from_dict(cls, d: dict) -> ShapeRules:
         return cls(**d)
 
     def classify(self, table) -> np.ndarray:
