@@ -316,6 +316,7 @@ def test_cli_help_lists_commands_with_examples(capsys):
     text = build_parser().format_help()
     for command in ("generate", "analyze", "serve"):
         assert command in text
+    assert "utilegen analyze micrographs/" in text and "utilegen serve" in text  # examples
     sub = build_parser()._subparsers._group_actions[0].choices
     assert "--pixel-size" in sub["analyze"].format_help()
     assert "utilegen analyze micrographs/" in sub["analyze"].format_help()

@@ -3,6 +3,8 @@
     utilegen generate --sample --out synthetic/ --n 20
     utilegen generate --images data/images --masks data/masks --out synthetic/ --n 500
     utilegen segment train|predict|evaluate ...
+    utilegen analyze micrographs/ --pixel-size 0.5 --unit nm --out report/
+    utilegen serve --port 8000
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ EXAMPLES = """examples:
   utilegen generate --sample --out synthetic --n 20
   utilegen generate --images data/images --masks data/masks --out synthetic --n 500 \\
       --particles 10-30 --no-overlap --scale 0.3-2.0 --salt-pepper 0.1 --blur 0.3 --workers 2
+  utilegen analyze micrographs/ --pixel-size 0.5 --unit nm --out report/
+  utilegen serve                      # web app on http://127.0.0.1:8000
 """
 
 
