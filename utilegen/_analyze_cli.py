@@ -10,6 +10,9 @@ ANALYZE_EXAMPLES = """examples:
   utilegen analyze micrographs/ --pixel-size 0.5 --unit nm --out report/
   utilegen analyze 'data/*.tif' --out report/            # pixel size from each TIFF's calibration
   utilegen analyze a.png b.png --model my_model/ --pixel-size 1.2 --out report/ --keep-border
+
+exit status: 0 all images analyzed; 3 some files skipped (listed, and in errors.csv);
+1 no image could be analyzed; 2 bad arguments or a missing model.
 """
 
 SERVE_EXAMPLES = """examples:

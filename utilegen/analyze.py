@@ -346,8 +346,9 @@ class Report:
     summary : pandas.DataFrame
         One row for the whole batch (``image_id == "all"``) and one per image: particle
         count, calibration, the size distribution's statistics (``equivalent_diameter_*``:
-        mean, std, median, mode, D10/D50/D90, geometric mean/std, log-normal fit) and the
-        mean shape descriptors.
+        mean, std, median, mode, D10/D50/D90, geometric mean/std, log-normal fit), the
+        mean shape descriptors and the fraction of particles of each shape
+        (``fraction_sphere``, ...).
     distributions : dict of str -> SizeDistribution
         Batch distributions of `DISTRIBUTION_COLUMNS` (empty when no particle was found).
     classes : dict of str -> str or None
@@ -430,7 +431,16 @@ class Report:
                                            else float("nan") if value is None else float(value))
         for column in _SHAPE_STATS:
             row[f"{column}_mean"] = float(table[column].mean()) if len(table) else float("nan")
+        shapes = table["shape_class"].dropna() if len(table) else table.get("shape_class", [])
+        for name in self._shape_names():
+            row[f"fraction_{name}"] = float((shapes == name).mean()) if len(shapes) else float("nan")
         return row
+
+    def _shape_names(self) -> list[str]:
+        """Per-particle shape names in the table, in utilegen.classify's order."""
+        found = set(self.particles["shape_class"].dropna()) if len(self.particles) else set()
+        order = ("sphere", "cube", "rod", "other")
+        return [n for n in order if n in found] + sorted(found - set(order))
 
     def _summary(self):
         import pandas as pd
@@ -486,7 +496,7 @@ class Report:
 
         Files: ``particles.csv``, ``summary.csv``, ``psd.png`` (histogram, KDE, log-normal
         and normal fits), ``psd_histogram.csv``, ``overlays/<id>.png``,
-        ``labels/<id>.tif`` (uint16/uint32 label images), ``errors.csv`` (when any input
+        ``labels/<id>.tif`` (label images: uint16, int32 above 65535 particles), ``errors.csv`` (when any input
         was skipped) and ``report.json`` (settings, units, counts).
 
         Refuses to write into a folder that is not empty unless ``overwrite=True``; every

@@ -258,6 +258,9 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
         stats = [{"name": label, "value": _clean(overall.get(key)),
                   "unit": unit if key in _LENGTH_KEYS else ""}
                  for label, key in _SUMMARY_KEYS if key in overall]
+        stats += [{"name": f"{key[len('fraction_'):]} fraction",
+                   "value": _clean(100 * value) if value is not None else None, "unit": "%"}
+                  for key, value in overall.items() if key.startswith("fraction_")]
         per_image = [[_clean(r["image_id"]), _clean(r["particles"]),
                       _clean(r.get("equivalent_diameter_mean")),
                       _clean(r.get("equivalent_diameter_d50")),
