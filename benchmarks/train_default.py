@@ -7,6 +7,12 @@ from the 329 training images only (particles and inpainted backgrounds of the sa
 source image, 512², 1 synthetic image per real one). The validation images pick the
 best epoch and the thresholds and give the reported F1.
 
+EMPS particles are large (median diameter per image 110 px, a quarter above 170 px), too
+large for StarDist2D's receptive field and 256² patches at full resolution, so the
+default model works on images resized by 0.5 (``StarDistConfig.scale``; StarDist2D's
+``predict_instances(scale=...)``). A first run at full resolution learned slowly
+(validation loss 6.0 after 500 steps, probability map max 0.41) and was stopped.
+
     nohup .venv/bin/python benchmarks/train_default.py --minutes 60 > train_default.log 2>&1 &
 """
 
@@ -52,8 +58,10 @@ def main():
     ap.add_argument("--synthetic-per-real", type=float, default=1.0)
     ap.add_argument("--steps-per-epoch", type=int, default=100)
     ap.add_argument("--lr-patience", type=int, default=8)
+    ap.add_argument("--scale", type=float, default=0.5,
+                    help="resize factor before the network (EMPS particles are ~110 px across)")
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--checkpoints", type=Path, default=Path("/tmp/utilegen_default_ckpt"))
+    ap.add_argument("--checkpoints", type=Path, default=Path("/tmp/utilegen_default_ckpt_s05"))
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -74,7 +82,7 @@ def main():
         train_set += made
         n_syn = len(made)
     print(f"train: {len(train)} real + {n_syn} synthetic, val: {len(val)} real", flush=True)
-    config = StarDistConfig(lr_patience=args.lr_patience)
+    config = StarDistConfig(lr_patience=args.lr_patience, scale=args.scale)
     model = StarDist(config, seed=0)
     t0 = time.time()
     meta = {"data": "EMPS train split (366 images, all shapes): 329 train / 37 val, seed 0",

@@ -312,3 +312,27 @@ def test_import_does_not_load_torch():
     code = "import sys, utilegen.segment; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_scaled_targets_decode_onto_the_original_image():
+    from utilegen.segment._predict import instances
+    from utilegen.segment._targets import resize_labels
+
+    labels = disk_labels((128, 128), centres=((40, 40), (80, 90), (30, 100)), radius=16)
+    small = resize_labels(labels, 0.5)
+    assert small.shape == (64, 64) and set(np.unique(small)) == {0, 1, 2, 3}
+    prob, dist = targets(small, 32, 1)
+    rows, cols = np.nonzero(prob > 0.3)
+    out, _ = instances(np.stack([rows, cols], 1), prob[rows, cols], dist[rows, cols],
+                       labels.shape, prob_thresh=0.3, nms_thresh=0.3, scale=0.5)
+    df = evaluate([out], [(np.zeros(labels.shape), labels)], iou=0.8)
+    assert out.shape == (128, 128) and df.f1.iloc[-1] == 1.0
+
+
+def test_scaled_model_predicts_at_the_input_size(trained):
+    model, pair, _ = trained
+    half = StarDist(model.config.replace(scale=0.5), seed=None)
+    mask, details = half.predict(pair[0], return_details=True)
+    assert mask.shape == pair[0].shape and details["prob_map"].shape == (32, 32)
+    with pytest.raises(ValueError, match="scale"):
+        StarDistConfig(scale=0)

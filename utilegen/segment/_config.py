@@ -49,6 +49,11 @@ class StarDistConfig:
         Random flips, 90° rotations and intensity jitter during training.
     intensity_jitter : float
         Range of the random intensity scale (1 ± x) and shift (± x/2) (0.2).
+    scale : float
+        Images are resized by this factor before the network (training and prediction;
+        label images with nearest neighbour) and the polygons scaled back, like the
+        ``scale`` argument of StarDist2D's ``predict_instances``. Use it when particles are
+        large: StarDist works best for objects of roughly 10-80 px (1.0 = no resizing).
     mixed_precision : bool
         Run convolutions in bfloat16 (autocast, channels-last) where the CPU supports it;
         weights, heads and losses stay float32. Not in StarDist2D (TensorFlow, float32):
@@ -74,6 +79,7 @@ class StarDistConfig:
     normalize_high: float = 99.8
     augment: bool = True
     intensity_jitter: float = 0.2
+    scale: float = 1.0
     mixed_precision: bool = True
 
     def __post_init__(self):
@@ -106,6 +112,7 @@ class StarDistConfig:
                f"must be a positive integer, got {self.lr_patience!r}")
         _check(0 <= self.normalize_low < self.normalize_high <= 100, "normalize_low/normalize_high",
                f"must satisfy 0 <= low < high <= 100, got {self.normalize_low!r}, {self.normalize_high!r}")
+        _check(0.05 <= self.scale <= 4, "scale", f"must be in [0.05, 4], got {self.scale!r}")
         _check(0 <= self.intensity_jitter < 1, "intensity_jitter",
                f"must be in [0, 1), got {self.intensity_jitter!r}")
 

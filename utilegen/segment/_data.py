@@ -7,7 +7,7 @@ import numpy as np
 from ..datasets import get_pair
 from ..masks import InstanceMask
 from ._config import StarDistConfig
-from ._targets import normalize, targets
+from ._targets import normalize, resize_image, resize_labels, targets
 
 
 def as_image_and_labels(image, mask, *, name: str = "pair") -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +36,8 @@ def load_pairs(dataset, config: StarDistConfig, *, what: str = "train",
     out = []
     for i in tqdm(range(n), desc=f"reading {what} pairs", disable=not progress, leave=False):
         image, labels = as_image_and_labels(*get_pair(dataset, i), name=f"{what} item {i}")
-        out.append((normalize(image, config.normalize_low, config.normalize_high), labels))
+        x = normalize(image, config.normalize_low, config.normalize_high)
+        out.append((resize_image(x, config.scale), resize_labels(labels, config.scale)))
     return out
 
 

@@ -137,12 +137,15 @@ class StarDist:
                            context: int = 64, keep_prob: bool = False):
         """Normalize `image` and return its candidate polygons above `prob_thresh`.
 
-        ``(points (K, 2), prob (K,), dist (K, n_rays), prob_map or None)``; see `predict`.
+        ``(points (K, 2), prob (K,), dist (K, n_rays), prob_map or None)``, in the
+        coordinates of the image resized by ``config.scale``; see `predict`.
         """
         from ._predict import candidates
+        from ._targets import resize_image
 
         image = self._check_image(image)
         x = normalize(image, self.config.normalize_low, self.config.normalize_high)
+        x = resize_image(x, self.config.scale)
         return candidates(self.network, self.config, x, prob_thresh=prob_thresh,
                           tile_size=tile_size, context=context, keep_prob=keep_prob)
 
@@ -162,7 +165,7 @@ class StarDist:
         return_details : bool
             Also return a dict with the polygons (``coord`` (K, 2, n_rays), ``points``,
             ``prob`` per instance, label k+1 = entry k) and ``prob_map`` (the object
-            probability at grid resolution).
+            probability at grid resolution of the image resized by ``config.scale``).
 
         Returns
         -------
@@ -174,7 +177,8 @@ class StarDist:
         image = self._check_image(image)
         points, probs, dists, prob_map = self.predict_candidates(
             image, prob_thresh=p, tile_size=tile_size, context=context, keep_prob=return_details)
-        labels, details = instances(points, probs, dists, image.shape, prob_thresh=p, nms_thresh=n)
+        labels, details = instances(points, probs, dists, image.shape, prob_thresh=p, nms_thresh=n,
+                                    scale=self.config.scale)
         mask = InstanceMask(labels)
         if return_details:
             details["prob_map"] = prob_map
@@ -232,7 +236,8 @@ class StarDist:
             def score(t):
                 t = float(np.clip(t, *bracket))
                 if t not in cache:
-                    preds = [instances(*c, y.shape, prob_thresh=t, nms_thresh=nms)[0]
+                    preds = [instances(*c, y.shape, prob_thresh=t, nms_thresh=nms,
+                                       scale=self.config.scale)[0]
                              for c, y in zip(cands, truths)]
                     stats = matching_dataset(truths, preds, thresh=list(iou_threshs),
                                              show_progress=False)

@@ -81,8 +81,12 @@ def candidates(net, config: StarDistConfig, image: np.ndarray, *, prob_thresh: f
     return points, probs, np.maximum(dists, 1e-3), prob_map
 
 
-def instances(points, probs, dists, shape, *, prob_thresh: float, nms_thresh: float):
+def instances(points, probs, dists, shape, *, prob_thresh: float, nms_thresh: float,
+              scale: float = 1.0):
     """NMS (`stardist.nms`) on the candidates above `prob_thresh`, then a label image.
+
+    Candidates come from an image resized by `scale`: NMS runs there (overlap ratios do not
+    depend on scale) and the polygons are scaled by 1/scale onto an image of `shape`.
 
     Returns ``(labels (H, W) int32, polygons)`` where polygons is a dict with ``coord``
     (K, 2, n_rays), ``points`` (K, 2) and ``prob`` (K,) in label order (label i+1 = entry i).
@@ -98,6 +102,10 @@ def instances(points, probs, dists, shape, *, prob_thresh: float, nms_thresh: fl
     # polygons_to_label paints in ascending probability: label k belongs to the k-th lowest
     order = np.argsort(probs, kind="stable")
     points, probs, dists = points[order], probs[order], dists[order]
-    labels = polygons_to_label(dists, points, shape=shape, prob=probs)
-    coord = dist_to_coord(dists, points) if len(points) else np.zeros((0, 2, dists.shape[1]))
+    if scale != 1:
+        points = points / scale
+    s = (1 / scale, 1 / scale)
+    labels = polygons_to_label(dists, points, shape=shape, prob=probs, scale_dist=s)
+    coord = (dist_to_coord(dists, points, scale_dist=s) if len(points)
+             else np.zeros((0, 2, dists.shape[1])))
     return labels, {"coord": coord, "points": points, "prob": probs}

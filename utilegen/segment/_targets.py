@@ -55,3 +55,26 @@ def targets(labels, n_rays: int = 32, grid: int = 1) -> tuple[np.ndarray, np.nda
     """``(prob (H/g, W/g), dist (H/g, W/g, n_rays))`` training targets of a label image."""
     labels = np.asarray(labels)
     return prob_target(labels, grid), dist_target(labels, n_rays, grid)
+
+
+def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """Resize a float image by `scale` (area averaging down, linear up); 1.0 returns it as is."""
+    if scale == 1:
+        return image
+    import cv2
+
+    h, w = image.shape
+    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(image, dtype=np.float32), size, interpolation=interp)
+
+
+def resize_labels(labels: np.ndarray, scale: float) -> np.ndarray:
+    """Resize a label image by `scale` with nearest-neighbour sampling (labels kept)."""
+    if scale == 1:
+        return labels
+    h, w = labels.shape
+    hs, ws = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    rows = np.clip(np.floor((np.arange(hs) + 0.5) * h / hs).astype(int), 0, h - 1)
+    cols = np.clip(np.floor((np.arange(ws) + 0.5) * w / ws).astype(int), 0, w - 1)
+    return np.ascontiguousarray(labels[np.ix_(rows, cols)])
