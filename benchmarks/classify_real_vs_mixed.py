@@ -14,6 +14,11 @@ images, so there is no validation set: the weights after the last step are evalu
 
     nohup .venv/bin/python benchmarks/classify_real_vs_mixed.py --record > classify_bench.log 2>&1 &
     .venv/bin/python benchmarks/classify_real_vs_mixed.py --quick    # 2-minute smoke run
+    .venv/bin/python benchmarks/classify_real_vs_mixed.py --rules-only
+
+Reference without any training: `particle_shapes` (morphometry `ShapeRules`) on the
+annotated instance masks, image label = `dominant_shape` (largest area fraction among
+sphere/cube/rod, border particles left out), on the same test images and on all 215.
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ def main():
     parser.add_argument("--only", default="", help="comma-separated backbones to run")
     parser.add_argument("--out", type=Path, default=Path("/tmp/utilegen-classify-bench"),
                         help="folder for results.json and confusion-matrix PNGs")
+    parser.add_argument("--rules-only", action="store_true",
+                        help="only the morphometry-rules reference (no training)")
     parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -79,6 +86,13 @@ def main():
     test = labelled.subset([by_name[i] for c in CLASSES for i in parts[c][1]]).materialize()
     print("split:", {c: {"train": len(parts[c][0]), "test": len(parts[c][1])} for c in CLASSES})
     print("test ids:", {c: parts[c][1] for c in CLASSES})
+    rules = rules_reference(data, [i for c in CLASSES for i in parts[c][1]])
+    print(f"morphometry rules on annotated masks, test images: acc {rules['test'].accuracy:.3f} "
+          f"bal {rules['test'].balanced_accuracy:.3f} cm {rules['test'].confusion.tolist()}; all "
+          f"{rules['all'].n}: acc {rules['all'].accuracy:.3f} bal {rules['all'].balanced_accuracy:.3f} "
+          f"cm {rules['all'].confusion.tolist()} ({rules['seconds']:.0f} s)", flush=True)
+    if args.rules_only:
+        return
 
     t = time.perf_counter()
     synthetic = None
@@ -121,6 +135,25 @@ def main():
     if args.record and not args.quick:
         with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
             f.write("\n" + table)
+
+
+def rules_reference(data, test_ids) -> dict:
+    """Image labels from per-particle morphometry rules on the annotated masks."""
+    from utilegen.classify import Evaluation, dominant_shape, particle_shapes
+
+    t = time.perf_counter()
+    ids = [i for i in data.ids if data.shapes.get(i) in CLASSES]
+    sub = data.subset(ids)
+    pred = {}
+    for k, image_id in enumerate(ids):
+        _, mask = sub.pair(k)
+        pred[image_id] = dominant_shape(particle_shapes(mask, exclude_border=True), CLASSES)
+    pred = {i: (p if p in CLASSES else "sphere") for i, p in pred.items()}  # no particle: majority
+    out = {"seconds": time.perf_counter() - t}
+    for name, chosen in (("test", test_ids), ("all", ids)):
+        out[name] = Evaluation.from_labels([data.shapes[i] for i in chosen], [pred[i] for i in chosen],
+                                           CLASSES, names=chosen)
+    return out
 
 
 def markdown(results, args, synth_seconds, n_synth) -> str:

@@ -16,6 +16,7 @@ from utilegen.classify import (
     ShapeRules,
     TrainConfig,
     confusion_matrix,
+    dominant_shape,
     from_emps,
     from_folder,
     particle_crops,
@@ -294,6 +295,8 @@ def test_particle_shapes_from_morphometry():
     assert shape_fractions(table) == pytest.approx({"sphere": 1 / 6, "cube": 2 / 6, "rod": 1 / 6, "other": 2 / 6})
     by_area = shape_fractions(table, weight="area")
     assert by_area["rod"] == pytest.approx(2000 / table["area"].sum())
+    assert dominant_shape(table) == "cube"  # two cubes cover the largest area
+    assert dominant_shape(table[table["shape"] == "other"]) == "other"
     with pytest.raises(ValueError, match="rod_aspect"):
         ShapeRules(rod_aspect=0.5)
 

@@ -7,7 +7,8 @@ timm's RandAugment + MixUp, on real, synthetic (`synthetic_for_class`) or mixed 
 Single particles: `particle_shapes` labels every instance of a segmented image as
 sphere / cube / rod / other from its morphometry (`ShapeRules`) or from its crop (a
 `ShapeClassifier` trained on `particle_crops`), and `shape_fractions` summarises them,
-so a mixed sample gets a shape fraction instead of one label.
+so a mixed sample gets a shape fraction instead of one label (`dominant_shape` turns
+that into an image label when one is wanted).
 
 Image policy
 ------------
@@ -33,6 +34,7 @@ from ._metrics import Evaluation, confusion_matrix
 from ._particles import (
     PARTICLE_SHAPES,
     ShapeRules,
+    dominant_shape,
     particle_crops,
     particle_shapes,
     shape_fractions,
@@ -50,6 +52,7 @@ __all__ = [
     "TrainConfig",
     "confusion_matrix",
     "create_backbone",
+    "dominant_shape",
     "from_emps",
     "from_folder",
     "particle_crops",

@@ -166,6 +166,18 @@ def shape_fractions(shapes, *, weight: str = "count", classes=PARTICLE_SHAPES) -
     return {c: float(w[[n == c for n in names]].sum() / total) if total else 0.0 for c in classes}
 
 
+def dominant_shape(shapes, classes=("sphere", "cube", "rod"), *, weight: str = "area") -> str:
+    """The image-level class: the one of `classes` with the largest particle fraction.
+
+    Particles named "other" (or any shape not in `classes`) are ignored, so a few
+    aggregates do not decide; ties go to the earlier class. With no particle of `classes`,
+    returns "other".
+    """
+    fractions = shape_fractions(shapes, weight=weight)
+    best = max(classes, key=lambda c: fractions.get(c, 0.0))
+    return best if fractions.get(best, 0.0) > 0 else "other"
+
+
 def particle_crops(pairs, labels, *, pad: float = 0.15, min_area: int = 30,
                    exclude_border: bool = True, max_per_image: int | None = None,
                    rng=None) -> LabelledImages:
