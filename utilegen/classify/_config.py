@@ -35,7 +35,8 @@ class ClassifierConfig:
         Per-channel normalisation after the grayscale image (scaled to [0, 1]) is
         replicated to 3 channels; the backbone's pretrained values by default.
     model_kwargs : dict
-        Extra keyword arguments for ``timm.create_model`` (e.g. ``{"drop_rate": 0.2}``).
+        Extra keyword arguments for ``timm.create_model`` (e.g. ``{"drop_rate": 0.2}``);
+        JSON-serialisable, since they are saved in ``config.json``.
     """
 
     backbone: str = "xception41"
