@@ -70,6 +70,7 @@ def test_known_disks_table_distribution_and_summary(seg):
     assert overall["image_id"] == "all" and overall["particles"] == 4
     assert overall["unit"] == "nm" and overall["pixel_size"] == 0.5
     assert overall["equivalent_diameter_mean"] == pytest.approx(np.mean(expected), rel=0.06)
+    assert overall["fraction_sphere"] == 1.0
     assert len(report.summary) == 2  # batch + one image
 
 
