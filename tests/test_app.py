@@ -200,3 +200,32 @@ def test_create_app_argument_checks():
         create_app(segmenter=ThresholdSegmenter(), max_files=0)
     with pytest.raises(ValueError, match="predict"):
         create_app(segmenter=object())
+
+
+def test_cli_serve_builds_the_app_and_runs_uvicorn(monkeypatch, capsys):
+    import uvicorn
+
+    from utilegen import analyze as analyze_module
+    from utilegen.cli import main
+
+    calls = {}
+    monkeypatch.setattr(analyze_module, "load_segmenter", lambda s=None: ThresholdSegmenter())
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(app=app, **kw))
+    assert main(["serve", "--port", "8123", "--max-files", "5", "--max-mb", "2"]) == 0
+    assert calls["host"] == "127.0.0.1" and calls["port"] == 8123
+    with TestClient(calls["app"]) as c:
+        limits = c.get("/api/config").json()
+    assert limits["max_files"] == 5 and limits["max_bytes"] == 2 * 1024 * 1024
+    assert "http://127.0.0.1:8123/" in capsys.readouterr().out
+
+
+def test_cli_serve_without_a_model_says_what_to_do(monkeypatch, capsys):
+    from utilegen.cli import main
+    from utilegen.segment import StarDist
+
+    def missing(cls, name="emps"):
+        raise FileNotFoundError("the pretrained model 'emps' is missing")
+
+    monkeypatch.setattr(StarDist, "pretrained", classmethod(missing))
+    assert main(["serve"]) == 2
+    assert "--model" in capsys.readouterr().err
