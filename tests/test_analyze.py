@@ -264,10 +264,11 @@ def test_saved_stardist_folder_and_tiled_prediction(tmp_path):
     config = StarDistConfig(n_rays=8, unet_depth=1, base_filters=4, feature_channels=0,
                             patch_size=32, mixed_precision=False)
     StarDist(config, seed=0).save(tmp_path / "model")
-    image = disks_image(shape=(300, 200), disks=[(150, 60, 20), (150, 150, 25)])
+    # Wider than one 1024 px tile: predicted in tiles.
+    image = disks_image(shape=(200, 1100), disks=[(100, 60, 20), (100, 1000, 25)])
     report = analyze(image, segmenter=tmp_path / "model", pixel_size=1.0)
     mask = report.masks["image_0"]
-    assert mask.shape == (300, 200)
+    assert mask.shape == (200, 1100)
     assert len(report.particles) == len(set(mask.ids) - set(mask.border_ids()))
     assert "StarDist" in report.settings["segmenter"]
 
