@@ -10,9 +10,10 @@ __version__ = "0.1.0"
 from .masks import Instance, InstanceMask  # noqa: E402
 
 __all__ = ["InstanceMask", "Instance", "io", "datasets", "synth", "segment", "classify",
-           "morphometry", "__version__"]
+           "morphometry", "analyze", "__version__"]
 
-_SUBMODULES = {"io", "datasets", "synth", "segment", "classify", "morphometry", "cli"}
+_SUBMODULES = {"io", "datasets", "synth", "segment", "classify", "morphometry", "analyze", "app",
+               "cli"}
 
 
 def __getattr__(name):
