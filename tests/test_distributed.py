@@ -78,3 +78,27 @@ def test_zarr_layout(tmp_path, cluster):
         image, mask = read_zarr_item(tmp_path / "z", i)
         s = ds.sample(i)
         assert np.array_equal(image, s.image) and mask == s.mask
+
+
+def test_dask_analyze_equals_local(tmp_path, cluster):
+    import pandas as pd
+
+    from utilegen.analyze import ThresholdSegmenter, analyze
+    from utilegen.io import write_image
+
+    _, client = cluster
+    paths = []
+    for i in range(3):
+        image, _ = sample_pair((160, 160), particles=10, radius=(6, 12), rng=i)
+        paths.append(write_image(tmp_path / f"img{i}.tif", image))
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"not a tiff")
+    inputs = [paths[0], bad, paths[1], paths[2]]
+    local = analyze(inputs, segmenter=ThresholdSegmenter(), pixel_size=2.0)
+    remote = analyze(inputs, segmenter=ThresholdSegmenter(), pixel_size=2.0, client=client)
+    assert remote.ids == local.ids == ["img0", "img1", "img2"]
+    assert len(remote.errors) == 1 and "broken.tif" in remote.errors[0][0]  # reported, the rest finished
+    pd.testing.assert_frame_equal(remote.particles, local.particles)
+    pd.testing.assert_frame_equal(remote.summary, local.summary)
+    for i in local.ids:
+        assert remote.masks[i] == local.masks[i]

@@ -481,3 +481,12 @@ def test_to_coco_polygon_of_a_disk():
     square_coco = coco_index(InstanceMask(square).to_coco(segmentation="polygon"))
     (ann,) = square_coco.anns.values()
     assert np.array_equal(square_coco.annToMask(ann), square)
+
+
+def test_pickle_round_trip():
+    import pickle
+
+    mask = InstanceMask(np.array([[0, 3, 3], [70000, 0, 1]], dtype=np.int64))
+    copy = pickle.loads(pickle.dumps(mask))
+    assert copy == mask and copy.labels.dtype == mask.labels.dtype
+    assert not copy.labels.flags.writeable

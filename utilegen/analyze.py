@@ -576,7 +576,7 @@ def _empty_particles():
 def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | None = None,
             unit: str = "nm", exclude_border: bool = True, ids: Iterable[str] | None = None,
             progress: bool = False,
-            callback: Callable[[int, int, str], None] | None = None) -> Report:
+            callback: Callable[[int, int, str], None] | None = None, client=None) -> Report:
     """Segment, measure and classify micrographs: the whole UTILE-Gen analysis in one call.
 
     Parameters
@@ -604,6 +604,11 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | None
         Show a progress bar (tqdm).
     callback : callable, optional
         ``callback(done, total, image_id)`` after each image (for progress in a UI).
+    client : dask.distributed.Client, optional
+        Map the images over a Dask cluster (``pip install 'utilegen[distributed]'``): the
+        models are sent to the workers once, each image is one task, and the per-particle
+        tables are gathered into one report, in input order. Paths must be readable by
+        the workers.
 
     Returns
     -------
@@ -613,8 +618,7 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | None
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .morphometry import measure
-
+    
     if pixel_size is not None:
         try:
             pixel_size = float(pixel_size)
@@ -639,49 +643,34 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | None
     shape_classifier = load_classifier(classifier)
 
     masks, read, classes, calibration, tables = {}, {}, {}, {}, []
-    errors: list[tuple[str, str]] = []
+    errors: list[tuple[str, str, str]] = []
     warnings: list[str] = []
     units_by_column: dict = {}
     bar = tqdm(total=len(sources), desc="analyzing", unit="image", disable=not progress)
-    for done, (image_id, source) in enumerate(zip(id_list, sources), start=1):
-        try:
-            image = _as_image(source)
-            size, image_unit = _calibration(source, pixel_size, unit)
-            mask = model.predict(image)
-            if not isinstance(mask, InstanceMask):
-                mask = InstanceMask(np.asarray(mask))
-            if mask.shape != image.shape:
-                raise ValueError(f"the segmenter returned a mask of shape {mask.shape} for an "
-                                 f"image of shape {image.shape}")
-            table = measure(mask, image, pixel_size=size, unit=image_unit,
-                            exclude_border=exclude_border)
-            image_class = (_image_class(shape_classifier, image)
-                           if shape_classifier is not None else None)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:  # noqa: BLE001 - one bad file must not abort the batch
-            name = str(source) if isinstance(source, Path) else image_id
-            errors.append((name, f"{type(exc).__name__}: {exc}" if not isinstance(
-                exc, (ValueError, FileNotFoundError)) else str(exc)))
-            bar.update(1)
-            if callback is not None:
-                callback(done, len(sources), image_id)
-            continue
-        units_by_column.update(table.attrs.get("units", {}))
-        shapes = _particle_shapes(table, size) if len(table) else []
-        table.insert(0, "shape_class", pd.Series(shapes if shapes is not None else [None] * len(table),
-                                                 index=table.index, dtype=object))
-        table.insert(0, "image_class", pd.Series([image_class] * len(table), index=table.index,
-                                                 dtype=object))
-        table.insert(0, "image_id", pd.Series([image_id] * len(table), index=table.index,
-                                              dtype=object))
-        tables.append(table)
-        masks[image_id], read[image_id] = mask, image
-        classes[image_id], calibration[image_id] = image_class, (size, image_unit)
+    settings_one = {"pixel_size": pixel_size, "unit": unit, "exclude_border": exclude_border}
+    if client is None:
+        outcomes = (_analyze_one(i, s, model, shape_classifier, **settings_one)
+                    for i, s in zip(id_list, sources))
+    else:
+        outcomes = _map_on_dask(client, id_list, sources, model, shape_classifier, settings_one)
+    for done, outcome in enumerate(outcomes, start=1):
+        image_id = outcome["id"]
         bar.update(1)
         if callback is not None:
             callback(done, len(sources), image_id)
+        if "error" in outcome:
+            errors.append((image_id, outcome["name"], outcome["error"]))
+            continue
+        table = outcome["table"]
+        units_by_column.update(table.attrs.get("units", {}))
+        tables.append(table)
+        masks[image_id], read[image_id] = outcome["mask"], outcome["image"]
+        classes[image_id], calibration[image_id] = outcome["class"], outcome["calibration"]
     bar.close()
+    # Reports list images in input order, whatever order the workers finished in.
+    order = {image_id: k for k, image_id in enumerate(id_list)}
+    tables.sort(key=lambda t: order[t["image_id"].iloc[0]] if len(t) else -1)
+    errors = [(name, message) for _, name, message in sorted(errors, key=lambda e: order[e[0]])]
     ok_ids = [i for i in id_list if i in masks]
     units = sorted({calibration[i][1] for i in ok_ids})
     if len(units) > 1:
@@ -699,6 +688,61 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | None
                 "inputs": len(sources)}
     return Report(ids=ok_ids, masks=masks, images=read, particles=particles, classes=classes,
                   calibration=calibration, errors=errors, warnings=warnings, settings=settings)
+
+
+def _analyze_one(image_id, source, model, shape_classifier, *, pixel_size, unit, exclude_border) -> dict:
+    """Segment, measure and classify one image; errors are returned, never raised."""
+    import pandas as pd
+
+    from .morphometry import measure
+
+    try:
+        image = _as_image(source)
+        size, image_unit = _calibration(source, pixel_size, unit)
+        mask = model.predict(image)
+        if not isinstance(mask, InstanceMask):
+            mask = InstanceMask(np.asarray(mask))
+        if mask.shape != image.shape:
+            raise ValueError(f"the segmenter returned a mask of shape {mask.shape} for an "
+                             f"image of shape {image.shape}")
+        table = measure(mask, image, pixel_size=size, unit=image_unit,
+                        exclude_border=exclude_border)
+        image_class = (_image_class(shape_classifier, image)
+                       if shape_classifier is not None else None)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one bad file must not abort the batch
+        name = str(source) if isinstance(source, Path) else image_id
+        return {"id": image_id, "name": name,
+                "error": f"{type(exc).__name__}: {exc}" if not isinstance(
+                    exc, (ValueError, FileNotFoundError)) else str(exc)}
+    shapes = _particle_shapes(table, size) if len(table) else []
+    attrs = dict(table.attrs)
+    table.insert(0, "shape_class", pd.Series(shapes if shapes is not None else [None] * len(table),
+                                             index=table.index, dtype=object))
+    table.insert(0, "image_class", pd.Series([image_class] * len(table), index=table.index,
+                                             dtype=object))
+    table.insert(0, "image_id", pd.Series([image_id] * len(table), index=table.index, dtype=object))
+    table.attrs = attrs
+    return {"id": image_id, "table": table, "mask": mask, "image": image, "class": image_class,
+            "calibration": (size, image_unit)}
+
+
+def _map_on_dask(client, id_list, sources, model, shape_classifier, settings):
+    """Yield `_analyze_one` outcomes computed on a Dask cluster, as they finish.
+
+    The models are scattered to the workers once; a task whose worker dies is retried
+    elsewhere, and an image that fails is reported like in a local run.
+    """
+    try:
+        from distributed import as_completed
+    except ImportError:
+        raise ValueError("client= needs Dask: pip install 'utilegen[distributed]'") from None
+    remote_model, remote_classifier = client.scatter([model, shape_classifier], broadcast=True)
+    futures = client.map(_analyze_one, id_list, sources, [remote_model] * len(sources),
+                         [remote_classifier] * len(sources), pure=False, retries=2, **settings)
+    for future in as_completed(futures):
+        yield future.result()
 
 
 # ----------------------------------------------------------------------------- baseline

@@ -111,6 +111,11 @@ class InstanceMask:
     def __setattr__(self, name, value):
         raise AttributeError("InstanceMask is immutable; its methods return new masks")
 
+    def __reduce__(self):
+        # Pickle (multiprocessing, Dask) through the constructor: slots plus the immutable
+        # __setattr__ would defeat pickle's default state restore.
+        return (InstanceMask, (self._labels,))
+
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_labels(cls, labels) -> "InstanceMask":
