@@ -66,6 +66,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out folder, replacing files of the same name")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="analyze on a Dask cluster, e.g. tcp://10.0.0.5:8786 (needs "
+                        "utilegen[distributed]; the images must be readable by the workers)")
     p.set_defaults(func=_analyze)
 
     s = subparsers.add_parser(
@@ -93,9 +96,17 @@ def _analyze(args) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         # Checked before the (long) analysis, not only when saving.
         raise FileExistsError(f"{out} is not empty; choose a new folder or pass --overwrite")
-    report = analyze(args.images, segmenter=args.model, classifier=args.classifier,
-                     pixel_size=args.pixel_size, unit=args.unit,
-                     exclude_border=not args.keep_border, progress=not args.no_progress)
+    kwargs = dict(segmenter=args.model, classifier=args.classifier, pixel_size=args.pixel_size,
+                  unit=args.unit, exclude_border=not args.keep_border, progress=not args.no_progress)
+    if args.scheduler:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise ValueError("--scheduler needs Dask: pip install 'utilegen[distributed]'") from None
+        with Client(args.scheduler) as client:
+            report = analyze(args.images, client=client, **kwargs)
+    else:
+        report = analyze(args.images, **kwargs)
     for name, message in report.errors:
         print(f"skipped {name}: {message}", file=sys.stderr)
     for warning in report.warnings:
