@@ -102,3 +102,27 @@ def test_dask_analyze_equals_local(tmp_path, cluster):
     pd.testing.assert_frame_equal(remote.summary, local.summary)
     for i in local.ids:
         assert remote.masks[i] == local.masks[i]
+
+
+def test_ddp_training_ranks_end_identical(tmp_path):
+    import subprocess
+
+    import torch
+
+    script = Path(__file__).with_name("ddp_train.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node", "2", str(script), str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for name in ("stardist", "classifier"):
+        a = torch.load(tmp_path / f"{name}_rank0.pt")
+        b = torch.load(tmp_path / f"{name}_rank1.pt")
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}: {key} differs between ranks"
+    initial = torch.load(tmp_path / "stardist_initial_rank0.pt")
+    trained = torch.load(tmp_path / "stardist_rank0.pt")
+    assert any(not torch.equal(initial[k], trained[k]) for k in initial)  # it did train
+    assert (tmp_path / "ckpt" / "last.pt").exists()  # written by rank 0
+    assert (tmp_path / "history_rank0.txt").read_text() == (tmp_path / "history_rank1.txt").read_text()

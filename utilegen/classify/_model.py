@@ -240,14 +240,20 @@ class ShapeClassifier:
         """
         from tqdm.auto import tqdm
 
+        from .._distributed import mean_over_ranks, shard, sync_buffers, world, wrap
+
+        rank, world_size = world()
+        progress = progress and rank == 0
         cfg = TrainConfig(epochs=epochs, steps=steps, augment=augment, batch_size=batch_size,
                           learning_rate=learning_rate, **options)
         train = self._check_data(train, "train")
         if val is not None:
             val = self._check_data(val, "val")
         mixup = cfg.augment == "randaugment+mixup" and (cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0)
-        if mixup and cfg.batch_size % 2:
-            raise ValueError(f"batch_size must be even for MixUp (pairs are mixed), got {cfg.batch_size}")
+        local_batch = shard(cfg.batch_size, world_size)  # each rank trains on its share
+        if mixup and local_batch % 2:
+            raise ValueError(f"batch_size must be even for MixUp (pairs are mixed), got {cfg.batch_size}"
+                             + (f" ({local_batch} per process)" if world_size > 1 else ""))
         steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
         total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
         eval_every = cfg.eval_every or (steps_per_epoch if cfg.steps is None else max(1, total // 10))
@@ -268,6 +274,7 @@ class ShapeClassifier:
             val_y = torch.tensor([index[lab] for lab in val.labels])
 
         model = self.model
+        train_model = wrap(model, world_size)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
                                       weight_decay=cfg.weight_decay)
         warmup = max(1, round(0.05 * total))
@@ -278,22 +285,25 @@ class ShapeClassifier:
         best_state = None
         start = time.perf_counter()
         running, seen = 0.0, 0
-        with _seeded(cfg.seed):
+        # The batch order is the same on every rank; augmentation draws differ per rank.
+        order_rng = torch.Generator().manual_seed(cfg.seed)
+        with _seeded(cfg.seed + 1_000_003 * rank):
             order = torch.empty(0, dtype=torch.long)
             bar = tqdm(range(total), desc=f"train {c.backbone}", disable=not progress, leave=False)
             for step in bar:
                 # A stream of shuffled epochs: every batch is full (MixUp needs even batches).
                 while len(order) < cfg.batch_size:
-                    order = torch.cat([order, torch.randperm(len(train))])
+                    order = torch.cat([order, torch.randperm(len(train), generator=order_rng)])
                 batch, order = order[:cfg.batch_size], order[cfg.batch_size:]
+                batch = batch[rank * local_batch:(rank + 1) * local_batch]
                 model.train()
                 x = torch.stack([transform(train.image(int(i))) for i in batch])
                 y = targets[batch]
                 if mixer is not None:
                     x, soft = mixer(x, y)
-                    loss = torch.sum(-soft * F.log_softmax(model(x), dim=-1), dim=-1).mean()
+                    loss = torch.sum(-soft * F.log_softmax(train_model(x), dim=-1), dim=-1).mean()
                 else:
-                    loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+                    loss = F.cross_entropy(train_model(x), y, label_smoothing=cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -303,7 +313,8 @@ class ShapeClassifier:
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
                 if (step + 1) % eval_every == 0 or step + 1 == total:
                     row = {"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 3),
-                           "train_loss": running / seen, "lr": schedule.get_last_lr()[0]}
+                           "train_loss": mean_over_ranks([running / seen], world_size)[0],
+                           "lr": schedule.get_last_lr()[0]}
                     running, seen = 0.0, 0
                     if val_x is not None:
                         vloss, vacc = self._score(val_x, val_y)
@@ -312,7 +323,7 @@ class ShapeClassifier:
                             best = (vacc, -vloss)
                             best_state = copy.deepcopy(model.state_dict())
                             row["best"] = True
-                            if checkpoint is not None:
+                            if checkpoint is not None and rank == 0:
                                 self.train_config, self.history = cfg, history + [row]
                                 self.save(checkpoint, overwrite=True)
                     row["seconds"] = round(time.perf_counter() - start, 2)
@@ -320,6 +331,7 @@ class ShapeClassifier:
                     bar.set_postfix(loss=f"{row['train_loss']:.3f}",
                                     val_acc=f"{row.get('val_accuracy', float('nan')):.2f}")
             bar.close()
+        sync_buffers(model, world_size)
         if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()

@@ -10,8 +10,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._distributed import any_rank, mean_over_ranks, shard, sync_buffers, world, wrap
 from ._data import PatchSampler, load_pairs
 from ._net import autocast
+
+
+class _Logits(torch.nn.Module):
+    """The network's training output (logits) as `forward`, so DistributedDataParallel's
+    gradient hooks see it."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.logits(x)
 
 
 def stardist_loss(prob_logit, dist_pred, prob_true, dist_true, *, dist_weight: float,
@@ -76,8 +89,14 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
         n_val_patches: int | None, callback=None):
     cfg = model.config
     net = model.network.to(memory_format=torch.channels_last)
+    rank, world_size = world()
+    main = rank == 0
+    progress = progress and main
     rng = np.random.default_rng(seed)
     torch.manual_seed(int(rng.integers(2**31)))
+    if world_size > 1:
+        # Each rank draws its own patches (disjoint shares of every global batch).
+        rng = np.random.default_rng([int(rng.integers(2**31)), rank])
     train_pairs = load_pairs(train, cfg, what="train", progress=progress)
     val_pairs = load_pairs(val, cfg, what="validation", progress=progress) if val is not None else None
     sampler = PatchSampler(train_pairs, cfg)
@@ -90,6 +109,7 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
         for i in range(0, n_val, cfg.batch_size):
             val_batches.append(_to_torch(vs.batch(vrng, min(cfg.batch_size, n_val - i), augment=False)))
 
+    train_net = wrap(_Logits(net), world_size)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
                                                        patience=cfg.lr_patience, threshold=0)
@@ -126,7 +146,7 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
 
     t0 = time.monotonic()
     stop = False
-    bs = batch_size or cfg.batch_size
+    bs = shard(batch_size or cfg.batch_size, world_size)
     for epoch in range(start_epoch, epochs):
         net.train()
         sums = np.zeros(3)
@@ -138,7 +158,7 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
         for _ in bar:
             x, pt, dt = _to_torch(next(batches))
             with autocast(cfg.mixed_precision):
-                pp, dp = net.logits(x)
+                pp, dp = train_net(x)
             loss, lp, ld = stardist_loss(pp, dp, pt, dt, dist_weight=cfg.dist_loss_weight,
                                          background_reg=cfg.background_reg)
             opt.zero_grad(set_to_none=True)
@@ -148,18 +168,19 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
             steps_done += 1
             bar.set_postfix(loss=f"{sums[0] / steps_done:.4f}", prob=f"{sums[1] / steps_done:.4f}",
                             dist=f"{sums[2] / steps_done:.3f}")
-            if time_limit is not None and time.monotonic() - t0 > time_limit:
+            if time_limit is not None and any_rank(time.monotonic() - t0 > time_limit, world_size):
                 stop = True
                 break
         stop_event.set()
         batches.close()
         bar.close()
+        sums = np.array(mean_over_ranks(sums, world_size))
         record = {"epoch": epoch + 1, "steps": steps_done, "loss": float(sums[0]) / max(steps_done, 1),
                   "prob_loss": float(sums[1]) / max(steps_done, 1), "dist_loss": float(sums[2]) / max(steps_done, 1),
                   "lr": opt.param_groups[0]["lr"], "seconds": time.monotonic() - t0}
         monitor = record["loss"]
         if val_batches:
-            record["val_loss"] = monitor = evaluate_val()
+            record["val_loss"] = monitor = mean_over_ranks([evaluate_val()], world_size)[0]
         history.append(record)
         sched.step(monitor)
         if monitor < best:
@@ -169,7 +190,7 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
             tqdm.write("epoch {epoch}: loss {loss:.4f} (prob {prob_loss:.4f}, dist {dist_loss:.3f})".format(**record)
                        + (f", val_loss {record['val_loss']:.4f}" if "val_loss" in record else "")
                        + f", lr {record['lr']:.2g}, {record['seconds'] / 60:.1f} min")
-        if ckpt_dir is not None:
+        if ckpt_dir is not None and main:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             state = {"config": cfg.to_dict(), "network": net.state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "rng": rng.bit_generator.state,
@@ -179,10 +200,11 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
 
             with atomic_path(ckpt_dir / "last.pt", overwrite=True) as tmp:
                 torch.save(state, tmp)
-        if callback is not None:
+        if callback is not None and main:
             callback(record, model, best_state)
         if stop:
             break
+    sync_buffers(net, world_size)
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
