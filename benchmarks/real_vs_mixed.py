@@ -70,7 +70,10 @@ def otsu_watershed(image: np.ndarray) -> InstanceMask:
         fg = ~fg
     fg = ndi.binary_opening(fg, iterations=1)
     dist = ndi.distance_transform_edt(fg)
-    peaks = peak_local_max(dist, min_distance=5, labels=ndi.label(fg)[0], exclude_border=False)
+    # seeds at least ~0.7 typical radii apart (the 90th percentile of the distance map)
+    radius = np.percentile(dist[fg], 90) if fg.any() else 3
+    peaks = peak_local_max(dist, min_distance=max(3, int(0.7 * radius)),
+                           labels=ndi.label(fg)[0], exclude_border=False)
     markers = np.zeros(fg.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     labels = watershed(-dist, markers, mask=fg)

@@ -49,6 +49,9 @@ class StarDistConfig:
         Random flips, 90° rotations and intensity jitter during training.
     intensity_jitter : float
         Range of the random intensity scale (1 ± x) and shift (± x/2) (0.2).
+    batch_norm : bool
+        Batch normalization after every U-Net convolution (StarDist2D's
+        ``unet_batch_norm``, off by default there and here).
     scale : float
         Images are resized by this factor before the network (training and prediction;
         label images with nearest neighbour) and the polygons scaled back, like the
@@ -79,6 +82,7 @@ class StarDistConfig:
     normalize_high: float = 99.8
     augment: bool = True
     intensity_jitter: float = 0.2
+    batch_norm: bool = False
     scale: float = 1.0
     mixed_precision: bool = True
 

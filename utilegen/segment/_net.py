@@ -8,7 +8,10 @@ from torch import nn
 from ._config import StarDistConfig
 
 
-def _conv(cin: int, cout: int, k: int) -> nn.Sequential:
+def _conv(cin: int, cout: int, k: int, batch_norm: bool = False) -> nn.Sequential:
+    if batch_norm:  # csbdeep's conv_block2(batch_norm=True): conv -> BN -> activation
+        return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
+                             nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
     return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2), nn.ReLU(inplace=True))
 
 
@@ -27,7 +30,12 @@ class StarDistNet(nn.Module):
     def __init__(self, config: StarDistConfig):
         super().__init__()
         c = config
-        k, f, per = c.kernel_size, c.base_filters, c.convs_per_level
+        f, per = c.base_filters, c.convs_per_level
+
+        def _conv(cin, cout, k, _bn=c.batch_norm):
+            return globals()["_conv"](cin, cout, k, _bn)
+
+        k = c.kernel_size
         pre: list[nn.Module] = []
         ch, g = 1, 1
         while g < c.grid:
@@ -71,6 +79,13 @@ class StarDistNet(nn.Module):
             self.features = nn.Identity()
         self.prob = nn.Conv2d(ch, 1, 1)
         self.dist = nn.Conv2d(ch, c.n_rays, 1)
+        # He initialization: PyTorch's default conv init shrinks ReLU activations about
+        # 6-fold per layer, leaving the 17-layer network's outputs nearly constant at start.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logit, dist = self.logits(x)
