@@ -4,7 +4,6 @@ ShapeClassifier for a few steps with DDP (gloo, CPU); each rank saves its final 
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from utilegen._distributed import world

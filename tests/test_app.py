@@ -17,10 +17,10 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from utilegen.analyze import ThresholdSegmenter  # noqa: E402
-from utilegen.app import create_app  # noqa: E402
+from utilegen.analyze import ThresholdSegmenter
+from utilegen.app import create_app
 
 
 def png_bytes(disks=((30, 30, 10), (70, 60, 12)), shape=(100, 120)) -> bytes:

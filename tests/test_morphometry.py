@@ -204,8 +204,8 @@ def test_disk_circularity_default_vs_imagej():
 
 # ---------------------------------------------------------------- regionprops agreement
 def _random_labels(seed=0, n=160, count=25):
-    from skimage.segmentation import watershed
     from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
 
     rng = np.random.default_rng(seed)
     markers = np.zeros((n, n), np.int32)

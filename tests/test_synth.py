@@ -10,9 +10,16 @@ from scipy import ndimage as ndi
 
 from utilegen import InstanceMask
 from utilegen.datasets import PairedFolder, sample_pair
-from utilegen.io import write_image, write_mask, read_image, read_mask
-from utilegen.synth import (Augmenter, BackgroundPool, Compositor, ParticlePool, SyntheticDataset,
-                            fill_holes, transform_particle)
+from utilegen.io import read_image, read_mask, write_image, write_mask
+from utilegen.synth import (
+    Augmenter,
+    BackgroundPool,
+    Compositor,
+    ParticlePool,
+    SyntheticDataset,
+    fill_holes,
+    transform_particle,
+)
 
 
 @pytest.fixture(scope="module")

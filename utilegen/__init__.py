@@ -7,10 +7,20 @@ the parts that need them are used.
 
 __version__ = "0.1.0"
 
-from .masks import Instance, InstanceMask  # noqa: E402
+from .masks import Instance, InstanceMask
 
-__all__ = ["InstanceMask", "Instance", "io", "datasets", "synth", "segment", "classify",
-           "morphometry", "analyze", "__version__"]
+__all__ = [
+    "Instance",
+    "InstanceMask",
+    "__version__",
+    "analyze",
+    "classify",
+    "datasets",
+    "io",
+    "morphometry",
+    "segment",
+    "synth",
+]
 
 _SUBMODULES = {"io", "datasets", "synth", "segment", "classify", "morphometry", "analyze", "app",
                "cli"}

@@ -24,8 +24,16 @@ import numpy as np
 
 from .masks import InstanceMask
 
-__all__ = ["analyze", "Report", "load_segmenter", "load_classifier", "overlay", "ThresholdSegmenter",
-           "SIZE_COLUMN", "DISTRIBUTION_COLUMNS"]
+__all__ = [
+    "DISTRIBUTION_COLUMNS",
+    "SIZE_COLUMN",
+    "Report",
+    "ThresholdSegmenter",
+    "analyze",
+    "load_classifier",
+    "load_segmenter",
+    "overlay",
+]
 
 #: The quantity of the particle size distribution (PSD) and of `Report.summary`.
 SIZE_COLUMN = "equivalent_diameter"

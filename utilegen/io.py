@@ -14,16 +14,22 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from .masks import InstanceMask
 
 __all__ = [
-    "IMAGE_SUFFIXES", "read_image", "read_mask", "write_image", "write_mask",
-    "read_pixel_size", "atomic_path", "to_grayscale",
+    "IMAGE_SUFFIXES",
+    "atomic_path",
+    "read_image",
+    "read_mask",
+    "read_pixel_size",
+    "to_grayscale",
+    "write_image",
+    "write_mask",
 ]
 
 TIFF_SUFFIXES = (".tif", ".tiff")

@@ -7,14 +7,14 @@ particle. It is immutable; every method returns a new mask. Labels are stored as
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 
 # scipy.ndimage is imported where used: it would triple the time of `import utilegen`.
 
-__all__ = ["InstanceMask", "Instance"]
+__all__ = ["Instance", "InstanceMask"]
 
 # Colour of label l in `to_rgb`: l times an odd constant modulo 2**24 is a bijection on
 # 24-bit integers, so distinct labels get distinct, non-black, well-spread colours.
@@ -101,7 +101,7 @@ class InstanceMask:
     0
     """
 
-    __slots__ = ("_labels", "_ids", "_objects")
+    __slots__ = ("_ids", "_labels", "_objects")
 
     def __init__(self, labels):
         object.__setattr__(self, "_labels", _as_label_array(labels))
@@ -118,12 +118,12 @@ class InstanceMask:
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def from_labels(cls, labels) -> "InstanceMask":
+    def from_labels(cls, labels) -> InstanceMask:
         """Wrap an integer label image (same as ``InstanceMask(labels)``)."""
         return cls(labels)
 
     @classmethod
-    def from_rgb(cls, rgb) -> "InstanceMask":
+    def from_rgb(cls, rgb) -> InstanceMask:
         """Build from an RGB(A) mask in which every instance has its own colour.
 
         Black (0, 0, 0) is background; with RGBA, fully transparent pixels are background
@@ -147,7 +147,7 @@ class InstanceMask:
         return cls(_first_appearance_labels(packed))
 
     @classmethod
-    def from_binary(cls, binary, *, connectivity: int = 1) -> "InstanceMask":
+    def from_binary(cls, binary, *, connectivity: int = 1) -> InstanceMask:
         """Split a binary (foreground/background) mask into connected components.
 
         Parameters
@@ -170,7 +170,7 @@ class InstanceMask:
         return cls(labels)
 
     @classmethod
-    def from_polygons(cls, polygons: Sequence, shape: tuple[int, int]) -> "InstanceMask":
+    def from_polygons(cls, polygons: Sequence, shape: tuple[int, int]) -> InstanceMask:
         """Rasterize polygons; polygon *i* becomes label *i + 1* (later ones on top).
 
         Parameters
@@ -225,7 +225,7 @@ class InstanceMask:
     @property
     def count(self) -> int:
         """Number of instances."""
-        return int(len(self.ids))
+        return len(self.ids)
 
     def __len__(self) -> int:
         return self.count
@@ -277,7 +277,7 @@ class InstanceMask:
                 mask=crop,
             )
 
-    def same_instances(self, other: "InstanceMask") -> bool:
+    def same_instances(self, other: InstanceMask) -> bool:
         """True when both masks describe the same pixel sets, whatever the label values."""
         if not isinstance(other, InstanceMask):
             other = InstanceMask(other)
@@ -290,17 +290,17 @@ class InstanceMask:
         return pairs.shape[1] == self.count + (1 if (a == 0).any() else 0)
 
     # ------------------------------------------------------------------ transforms
-    def relabel(self) -> "InstanceMask":
+    def relabel(self) -> InstanceMask:
         """Number the instances 1..N, keeping their order."""
         return InstanceMask(self._sequential())
 
-    def keep(self, labels) -> "InstanceMask":
+    def keep(self, labels) -> InstanceMask:
         """Keep only the given labels (others become background); labels are unchanged."""
         labels = np.asarray(labels, dtype=np.int64).ravel()
         keep = np.isin(self._labels, labels[labels > 0])
         return InstanceMask(np.where(keep, self._labels, 0))
 
-    def remove(self, labels) -> "InstanceMask":
+    def remove(self, labels) -> InstanceMask:
         """Drop the given labels (they become background); other labels are unchanged."""
         return self.keep(np.setdiff1d(self.ids, np.asarray(labels).ravel()))
 
@@ -311,11 +311,11 @@ class InstanceMask:
         edge = np.unique(edge)
         return edge[edge > 0]
 
-    def without_border(self) -> "InstanceMask":
+    def without_border(self) -> InstanceMask:
         """Drop the instances that touch the image border (cut particles)."""
         return self.remove(self.border_ids())
 
-    def without_small(self, fraction: float = 0.6) -> "InstanceMask":
+    def without_small(self, fraction: float = 0.6) -> InstanceMask:
         """Drop instances smaller than ``fraction`` x the mean instance area.
 
         0.6 is the UTILE-Gen paper's value for building its particle pool.

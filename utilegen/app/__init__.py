@@ -12,4 +12,4 @@ Needs the web extra (``pip install 'utilegen[web]'``: FastAPI, uvicorn, python-m
 
 from ._app import TABLE_COLUMNS, create_app
 
-__all__ = ["create_app", "TABLE_COLUMNS"]
+__all__ = ["TABLE_COLUMNS", "create_app"]

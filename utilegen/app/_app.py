@@ -18,7 +18,7 @@ import numpy as np
 from ._page import INDEX_HTML
 from ._uploads import UploadRejected, check_image_file, display_name, sniff_suffix
 
-__all__ = ["create_app", "TABLE_COLUMNS"]
+__all__ = ["TABLE_COLUMNS", "create_app"]
 
 #: Particle-table columns shown on the page (the CSV download has all of them).
 TABLE_COLUMNS = ("label", "shape_class", "equivalent_diameter", "feret_diameter_max",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["UploadRejected", "sniff_suffix", "check_image_file", "display_name"]
+__all__ = ["UploadRejected", "check_image_file", "display_name", "sniff_suffix"]
 
 # Magic numbers of the formats utilegen reads; the file name's extension is not trusted.
 _SIGNATURES = (

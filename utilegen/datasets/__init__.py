@@ -5,8 +5,8 @@ pair from any of utilegen's datasets (or a list of pairs, or a concatenation), w
 how training code accepts "real", "synthetic" and "mixed" data alike.
 """
 
+from ._emps import EMPS_URL, emps
 from ._paired import PairedFolder, get_pair, num_pairs
-from ._emps import emps, EMPS_URL
 from ._sample import sample_pair
 
-__all__ = ["PairedFolder", "get_pair", "num_pairs", "emps", "EMPS_URL", "sample_pair"]
+__all__ = ["EMPS_URL", "PairedFolder", "emps", "get_pair", "num_pairs", "sample_pair"]

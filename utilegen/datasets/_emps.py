@@ -45,13 +45,13 @@ class EMPS(PairedFolder):
                     raise ValueError(f"{shapes_file} must have the columns 'filename,shape'")
                 self.shapes = {Path(r["filename"]).stem: r["shape"].strip() for r in reader}
 
-    def with_shape(self, *shapes: str) -> "EMPS":
+    def with_shape(self, *shapes: str) -> EMPS:
         """The images whose dominant shape (``shapes.csv``) is one of `shapes`."""
         if self.shapes is None:
             raise ValueError(f"no shapes.csv in {self.root}: shape labels are unknown")
         return EMPS(self.root, ids=[i for i in self.ids if self.shapes.get(i) in shapes])
 
-    def subset(self, ids) -> "EMPS":
+    def subset(self, ids) -> EMPS:
         return EMPS(self.root, ids=ids)
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -95,7 +95,7 @@ class PairedFolder:
         for i in range(len(self)):
             yield self.pair(i)
 
-    def subset(self, ids: Sequence[str]) -> "PairedFolder":
+    def subset(self, ids: Sequence[str]) -> PairedFolder:
         """The pairs with these stems, in this order."""
         return PairedFolder(self.root, self._images, self._masks, ids=ids)
 

@@ -13,5 +13,13 @@ from ._columns import COLUMNS, column_unit, describe_columns
 from ._distribution import Fit, SizeDistribution
 from ._measure import CONVENTIONS, measure, measure_many
 
-__all__ = ["measure", "measure_many", "SizeDistribution", "Fit", "COLUMNS", "CONVENTIONS",
-           "column_unit", "describe_columns"]
+__all__ = [
+           "COLUMNS",
+           "CONVENTIONS",
+           "Fit",
+           "SizeDistribution",
+           "column_unit",
+           "describe_columns",
+           "measure",
+           "measure_many",
+]

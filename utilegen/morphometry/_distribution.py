@@ -11,7 +11,7 @@ import numpy as np
 
 from ._columns import column_unit
 
-__all__ = ["SizeDistribution", "Fit"]
+__all__ = ["Fit", "SizeDistribution"]
 
 _FIT_NAMES = ("lognormal", "normal")
 

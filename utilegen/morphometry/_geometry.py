@@ -13,8 +13,14 @@ import math
 
 import numpy as np
 
-__all__ = ["row_extremes", "outer_contours", "default_outline", "centre_hull_min_width",
-           "polygon_area", "chord_angle"]
+__all__ = [
+    "centre_hull_min_width",
+    "chord_angle",
+    "default_outline",
+    "outer_contours",
+    "polygon_area",
+    "row_extremes",
+]
 
 _SMOOTH_PERIMETER = (1 / 3, 1 / 3, 1 / 3)  # one pass of a 3-point moving average
 _SMOOTH_HULL = (0.2, 0.6, 0.2)             # lighter: keeps sharp corners for Feret/hull

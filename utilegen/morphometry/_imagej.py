@@ -16,7 +16,7 @@ import numpy as np
 
 from ._geometry import chord_angle, polygon_area, row_extremes
 
-__all__ = ["traced_perimeter", "corner_hull", "feret_values", "ellipse_fit"]
+__all__ = ["corner_hull", "ellipse_fit", "feret_values", "traced_perimeter"]
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -160,8 +160,7 @@ def ellipse_fit(n: float, xsum: float, ysum: float, x2sum: float, y2sum: float,
     u02 = y2sum / n - y1 * y1
     u11 = xysum / n - x1 * y1
     m4 = 4.0 * abs(u02 * u20 - u11 * u11)
-    if m4 < 0.000001:
-        m4 = 0.000001
+    m4 = max(m4, 0.000001)
     a11 = u02 / m4
     a12 = u11 / m4
     a22 = u20 / m4

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -14,7 +14,7 @@ from ._columns import COLUMNS, column_unit
 from ._geometry import centre_hull_min_width, default_outline, polygon_area, row_extremes
 from ._imagej import corner_hull, ellipse_fit, feret_values, traced_perimeter
 
-__all__ = ["measure", "measure_many", "CONVENTIONS"]
+__all__ = ["CONVENTIONS", "measure", "measure_many"]
 
 CONVENTIONS = ("default", "imagej")
 

@@ -14,9 +14,21 @@ from ._compositor import Compositor, transform_particle
 from ._export import LAYOUTS, export, read_zarr_item
 from ._particles import Particle, ParticlePool
 
-__all__ = ["ParticlePool", "Particle", "BackgroundPool", "Compositor", "Augmenter",
-           "SyntheticDataset", "Sample", "transform_particle", "fill_holes", "inpaint_background",
-           "export", "read_zarr_item", "LAYOUTS"]
+__all__ = [
+    "LAYOUTS",
+    "Augmenter",
+    "BackgroundPool",
+    "Compositor",
+    "Particle",
+    "ParticlePool",
+    "Sample",
+    "SyntheticDataset",
+    "export",
+    "fill_holes",
+    "inpaint_background",
+    "read_zarr_item",
+    "transform_particle",
+]
 
 
 def __getattr__(name):

@@ -66,7 +66,7 @@ class Augmenter:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Augmenter":
+    def from_dict(cls, d: dict) -> Augmenter:
         d = dict(d)
         if d.get("poisson_peak") is not None:
             d["poisson_peak"] = tuple(d["poisson_peak"])

@@ -93,7 +93,7 @@ class BackgroundPool:
         self._backgrounds: tuple[Background, ...] = tuple(backgrounds)
 
     @classmethod
-    def from_pairs(cls, pairs, method="inpaint", *, dilate: int = 3, rng=0) -> "BackgroundPool":
+    def from_pairs(cls, pairs, method="inpaint", *, dilate: int = 3, rng=0) -> BackgroundPool:
         """Backgrounds from annotated pairs.
 
         Parameters
@@ -127,7 +127,7 @@ class BackgroundPool:
         return cls(backgrounds)
 
     @classmethod
-    def from_images(cls, images) -> "BackgroundPool":
+    def from_images(cls, images) -> BackgroundPool:
         """Backgrounds from empty micrographs: arrays or paths to image files."""
         backgrounds = []
         for i, item in enumerate(images):
@@ -139,7 +139,7 @@ class BackgroundPool:
             raise ValueError("no background images given")
         return cls(backgrounds)
 
-    def __add__(self, other: "BackgroundPool") -> "BackgroundPool":
+    def __add__(self, other: BackgroundPool) -> BackgroundPool:
         return BackgroundPool(self._backgrounds + other._backgrounds)
 
     def __len__(self) -> int:

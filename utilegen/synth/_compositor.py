@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
@@ -65,7 +65,7 @@ class Compositor:
     attempts: int = 50
 
     def __post_init__(self):
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        set_ = lambda k, v: object.__setattr__(self, k, v)
         lo, hi = _pair(self.particles_per_image, "particles_per_image", integer=True)
         if lo < 0:
             raise ValueError(f"particles_per_image must be >= 0, got {self.particles_per_image}")
@@ -89,7 +89,7 @@ class Compositor:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Compositor":
+    def from_dict(cls, d: dict) -> Compositor:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     # ------------------------------------------------------------------ composition

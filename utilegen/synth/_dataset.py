@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from .. import __version__
@@ -17,6 +16,7 @@ from ._compositor import Compositor
 from ._particles import ParticlePool
 
 _DTYPES = {"uint8": np.uint8, "uint16": np.uint16, "float32": np.float32}
+PAPER_AUGMENTER = Augmenter()  # salt-and-pepper <= 0.1, blur sigma <= 0.3 (frozen)
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class SyntheticDataset(Dataset):
     """
 
     def __init__(self, particles: ParticlePool, backgrounds: BackgroundPool, *,
-                 compositor: Compositor | None = None, augmenter: Augmenter | None = Augmenter(),
+                 compositor: Compositor | None = None, augmenter: Augmenter | None = PAPER_AUGMENTER,
                  length: int = 100, seed: int = 0, dtype: str = "uint8"):
         if not isinstance(particles, ParticlePool):
             raise TypeError(f"particles must be a ParticlePool, got {type(particles).__name__}")

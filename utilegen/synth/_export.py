@@ -210,7 +210,11 @@ def _run_dask(client, dataset, target: _Target, todo: list[int], bar) -> None:
     futures = client.map(_write_many, [remote] * len(runs), [target] * len(runs), runs,
                          pure=False, retries=2)
     for future in as_completed(futures):
-        bar.update(len(future.result()))
+        try:
+            bar.update(len(future.result()))
+        except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: the items stay missing
+            # and are named by the completeness check, which says to run the export again.
+            bar.write(f"export: a task failed ({type(exc).__name__}: {exc})")
 
 
 def _coco(target: _Target, n: int) -> dict:

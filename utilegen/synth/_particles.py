@@ -79,7 +79,7 @@ class ParticlePool:
             1 + max((p.source for p in self._particles), default=-1))
 
     @classmethod
-    def from_pairs(cls, pairs) -> "ParticlePool":
+    def from_pairs(cls, pairs) -> ParticlePool:
         """Extract every instance of every ``(image, mask)`` pair as a particle.
 
         `pairs` is any utilegen dataset (`PairedFolder`, EMPS) or a sequence of
@@ -115,11 +115,11 @@ class ParticlePool:
     def areas(self) -> np.ndarray:
         return np.array([p.area for p in self._particles], dtype=np.int64)
 
-    def without_border(self) -> "ParticlePool":
+    def without_border(self) -> ParticlePool:
         """Drop particles cut by their source image's border."""
         return ParticlePool([p for p in self._particles if not p.touches_border], self.sources)
 
-    def without_small(self, fraction: float = 0.6, *, per_source: bool = True) -> "ParticlePool":
+    def without_small(self, fraction: float = 0.6, *, per_source: bool = True) -> ParticlePool:
         """Drop particles smaller than `fraction` x the mean particle area.
 
         The mean is taken per source image by default (images in a pool can have very
@@ -151,18 +151,17 @@ class ParticlePool:
             else np.zeros(0, np.float32)
         alphas = np.concatenate([p.alpha.ravel() for p in self._particles]) if self._particles \
             else np.zeros(0, bool)
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(
-                    f, format_version=np.array(1), shapes=shapes, images=images, alphas=alphas,
-                    sources=np.array([p.source for p in self._particles], dtype=np.int64),
-                    areas=self.areas,
-                    touches_border=np.array([p.touches_border for p in self._particles], bool),
-                    n_sources=np.array(self.sources))
+        with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(
+                f, format_version=np.array(1), shapes=shapes, images=images, alphas=alphas,
+                sources=np.array([p.source for p in self._particles], dtype=np.int64),
+                areas=self.areas,
+                touches_border=np.array([p.touches_border for p in self._particles], bool),
+                n_sources=np.array(self.sources))
         return path
 
     @classmethod
-    def load(cls, path) -> "ParticlePool":
+    def load(cls, path) -> ParticlePool:
         """Load a pool written by `save`."""
         path = Path(path)
         if not path.is_file():
