@@ -95,17 +95,22 @@ def main():
             return
         snap = StarDist(m.config, seed=None)
         snap.network.load_state_dict(best_state)
-        snap.thresholds = dict(m.thresholds)
+        # thresholds of the model saved before (a resumed run), else StarDist's defaults
+        saved = args.out / "thresholds.json"
+        snap.thresholds = json.loads(saved.read_text()) if saved.is_file() else dict(m.thresholds)
         snap.history = m.history or []
         snap.info = {**meta, "status": f"partial: epoch {record['epoch']}, "
                      f"{record['seconds'] / 60:.1f} min", "train_minutes": record["seconds"] / 60}
         snap.save(args.out, overwrite=True, half=True)
 
     resume = args.checkpoints / "last.pt" if args.resume else None
+    prior_min = 0.0
+    if resume is not None:  # minutes spent before the interruption
+        prior_min = torch.load(resume, map_location="cpu", weights_only=False)["history"][-1]["seconds"] / 60
     model.fit(train_set, val, epochs=10_000, steps_per_epoch=args.steps_per_epoch,
               time_limit=args.minutes * 60, seed=0, checkpoint_dir=args.checkpoints,
               resume=resume, callback=save_best, progress=True)
-    train_min = (time.time() - t0) / 60
+    train_min = (time.time() - t0) / 60 + prior_min
     steps = sum(r["steps"] for r in model.history)
     print(f"trained {steps} steps in {train_min:.1f} min", flush=True)
     t1 = time.time()

@@ -119,7 +119,9 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if resume is not None:
         state = torch.load(Path(resume), map_location="cpu", weights_only=False)
-        if state["config"] != cfg.to_dict():
+        from ._config import StarDistConfig
+
+        if StarDistConfig.from_dict(state["config"]) != cfg:
             raise ValueError(f"resume: checkpoint {resume} was made with a different config")
         net.load_state_dict(state["network"])
         opt.load_state_dict(state["optimizer"])
