@@ -37,7 +37,7 @@ EMPS_ROOT = Path("/work/shared/data/emps")
 def split(data, val_fraction=0.1, seed=0):
     ids = np.array(data.ids)
     perm = np.random.default_rng(seed).permutation(len(ids))
-    n_val = int(round(val_fraction * len(ids)))
+    n_val = round(val_fraction * len(ids))
     return sorted(ids[perm[n_val:]]), sorted(ids[perm[:n_val]])
 
 
@@ -68,7 +68,7 @@ def main():
     data = emps(EMPS_ROOT)
     train_ids, val_ids = split(data)
     train, val = data.subset(train_ids), data.subset(val_ids)
-    n_syn = int(round(args.synthetic_per_real * len(train)))
+    n_syn = round(args.synthetic_per_real * len(train))
     train_set = list(train)
     if n_syn:
         syn = synthetic(train, 3 * n_syn)

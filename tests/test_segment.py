@@ -15,8 +15,8 @@ from utilegen.segment import StarDist, StarDistConfig, evaluate, normalize, targ
 
 torch = pytest.importorskip("torch")
 
-TINY = dict(base_filters=8, feature_channels=32, patch_size=64, unet_depth=2, n_rays=16,
-            learning_rate=3e-3)
+TINY = {"base_filters": 8, "feature_channels": 32, "patch_size": 64, "unet_depth": 2,
+        "n_rays": 16, "learning_rate": 3e-3}
 
 
 def disk_labels(shape=(96, 96), centres=((30, 30), (60, 64)), radius=12) -> np.ndarray:
@@ -74,7 +74,9 @@ def test_config_range_checks_name_the_parameter(kwargs, name):
 
 
 def test_config_is_frozen():
-    with pytest.raises(Exception):
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
         StarDistConfig().n_rays = 8
 
 

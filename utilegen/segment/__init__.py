@@ -15,5 +15,12 @@ from ._evaluate import evaluate
 from ._model import StarDist
 from ._targets import dist_target, normalize, prob_target, targets
 
-__all__ = ["StarDist", "StarDistConfig", "evaluate", "targets", "prob_target", "dist_target",
-           "normalize"]
+__all__ = [
+           "StarDist",
+           "StarDistConfig",
+           "dist_target",
+           "evaluate",
+           "normalize",
+           "prob_target",
+           "targets",
+]

@@ -92,7 +92,7 @@ def _train(args) -> int:
         if len(pairs) < 2:
             raise ValueError("need at least 2 pairs to split off validation; pass --val-images/--val-masks")
         perm = np.random.default_rng(args.seed).permutation(len(pairs))
-        n_val = max(1, int(round(args.val_fraction * len(pairs))))
+        n_val = max(1, round(args.val_fraction * len(pairs)))
         ids = np.array(pairs.ids)
         train, val = pairs.subset(sorted(ids[perm[n_val:]])), pairs.subset(sorted(ids[perm[:n_val]]))
     config = StarDistConfig(n_rays=args.n_rays, patch_size=args.patch_size, batch_size=args.batch_size)

@@ -129,12 +129,12 @@ class StarDistConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "StarDistConfig":
+    def from_dict(cls, d: dict) -> StarDistConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown StarDistConfig keys {unknown}; known: {sorted(known)}")
         return cls(**d)
 
-    def replace(self, **changes) -> "StarDistConfig":
+    def replace(self, **changes) -> StarDistConfig:
         return dataclasses.replace(self, **changes)

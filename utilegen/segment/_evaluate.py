@@ -79,5 +79,5 @@ def _row(s) -> dict:
     d = s._asdict()
     out = {"iou": float(d["thresh"])}
     for k in _COLUMNS[2:]:
-        out[k] = d[k] if k in d else np.nan
+        out[k] = d.get(k, np.nan)
     return out

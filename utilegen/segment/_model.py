@@ -40,7 +40,8 @@ class StarDist:
         if isinstance(config, dict):
             config = StarDistConfig.from_dict(config)
         if not isinstance(config, StarDistConfig):
-            raise ValueError(f"config must be a StarDistConfig or a dict, got {type(config).__name__}")
+            raise ValueError(  # noqa: TRY004 -- the project reports bad arguments as ValueError
+                f"config must be a StarDistConfig or a dict, got {type(config).__name__}")
         import torch
 
         from ._net import StarDistNet
@@ -233,7 +234,7 @@ class StarDist:
         for nms in nms_threshs:
             cache: dict = {}
 
-            def score(t):
+            def score(t, cache=cache, nms=nms):
                 t = float(np.clip(t, *bracket))
                 if t not in cache:
                     preds = [instances(*c, y.shape, prob_thresh=t, nms_thresh=nms,
@@ -284,7 +285,7 @@ class StarDist:
         return directory
 
     @classmethod
-    def load(cls, directory) -> "StarDist":
+    def load(cls, directory) -> StarDist:
         """A model saved by `save` (a folder with weights.pt, config.json, thresholds.json)."""
         import torch
 
@@ -308,7 +309,7 @@ class StarDist:
         return model
 
     @classmethod
-    def pretrained(cls, name: str = "emps") -> "StarDist":
+    def pretrained(cls, name: str = "emps") -> StarDist:
         """A model shipped with utilegen: ``"emps"`` (EMPS micrographs, real + synthetic)."""
         if name not in PRETRAINED:
             raise ValueError(f"unknown pretrained model {name!r}; known: {sorted(PRETRAINED)}")

@@ -10,7 +10,7 @@ from ._config import StarDistConfig
 def _edges(length: int, tile: int, divisor: int) -> list[int]:
     """Tile boundaries on [0, length): about equal parts of at most `tile`, multiples of `divisor`."""
     n = max(1, -(-length // tile))
-    edges = [int(round(i * length / n / divisor)) * divisor for i in range(n)] + [length]
+    edges = [round(i * length / n / divisor) * divisor for i in range(n)] + [length]
     return sorted(set(edges))
 
 

@@ -64,7 +64,7 @@ def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
     import cv2
 
     h, w = image.shape
-    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     return cv2.resize(np.ascontiguousarray(image, dtype=np.float32), size, interpolation=interp)
 
@@ -74,7 +74,7 @@ def resize_labels(labels: np.ndarray, scale: float) -> np.ndarray:
     if scale == 1:
         return labels
     h, w = labels.shape
-    hs, ws = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    hs, ws = max(1, round(h * scale)), max(1, round(w * scale))
     rows = np.clip(np.floor((np.arange(hs) + 0.5) * h / hs).astype(int), 0, h - 1)
     cols = np.clip(np.floor((np.arange(ws) + 0.5) * w / ws).astype(int), 0, w - 1)
     return np.ascontiguousarray(labels[np.ix_(rows, cols)])

@@ -64,7 +64,7 @@ def _prefetch(sampler, rng, batch_size: int, n: int, stop: threading.Event):
                 if stop.is_set():
                     return
                 q.put(sampler.batch(rng, batch_size))
-        except BaseException as exc:  # handed to the consumer
+        except Exception as exc:  # noqa: BLE001 -- re-raised in the consuming thread
             q.put(exc)
 
     thread = threading.Thread(target=work, daemon=True)
@@ -72,7 +72,7 @@ def _prefetch(sampler, rng, batch_size: int, n: int, stop: threading.Event):
     try:
         for _ in range(n):
             item = q.get()
-            if isinstance(item, BaseException):
+            if isinstance(item, Exception):
                 raise item
             yield item
     finally:  # unblock and finish the producer, also when the epoch stops early
