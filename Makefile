@@ -14,8 +14,13 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 install: $(BIN)/.installed
 
 demo: install
-	$(BIN)/utilegen generate --sample --n 8 --size 512 --particles 10-30 --out demo_output/synthetic
-	@echo "demo: synthetic images in demo_output/synthetic/images, masks in demo_output/synthetic/masks"
+	rm -rf demo_output
+	$(BIN)/utilegen sample --out demo_output/sample
+	$(BIN)/utilegen generate --images demo_output/sample/images --masks demo_output/sample/masks \
+	    --n 8 --size 512 --particles 10-30 --out demo_output/synthetic
+	$(BIN)/utilegen analyze demo_output/sample/images --out demo_output/report
+	@echo "demo: synthetic pairs in demo_output/synthetic/, analysis (particles.csv, summary.csv," \
+	      "psd.png, overlays/) in demo_output/report/"
 
 # The web app's end-to-end test drives Debian's Chromium (Playwright comes with the dev extra;
 # its own browser download does not work offline). Installed here when missing (needs root/apt).

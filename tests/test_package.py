@@ -22,3 +22,15 @@ def test_cli_help_lists_commands():
     for flag in ("--particles", "--no-overlap", "--scale", "--salt-pepper", "--blur", "--background",
                  "--size", "--seed", "--workers", "--n"):
         assert flag in out.stdout
+
+
+def test_cli_sample_writes_a_calibrated_pair(tmp_path):
+    from utilegen.cli import main
+    from utilegen.io import read_image, read_mask, read_pixel_size
+
+    assert main(["sample", "--out", str(tmp_path), "--size", "128", "--pixel-size", "1.5"]) == 0
+    image = read_image(tmp_path / "images" / "sample.tif")
+    mask = read_mask(tmp_path / "masks" / "sample.tif")
+    assert image.shape == mask.shape == (128, 128) and mask.count > 0
+    assert read_pixel_size(tmp_path / "images" / "sample.tif") == (1.5, "nm")
+    assert main(["sample", "--out", str(tmp_path)]) == 2  # never overwrites
