@@ -340,3 +340,21 @@ def test_missing_file_raises_file_not_found(tmp_path):
 def test_image_suffixes_are_lower_case_with_dot():
     assert all(s.startswith(".") and s == s.lower() for s in io.IMAGE_SUFFIXES)
     assert {".tif", ".tiff", ".png", ".jpg"} <= set(io.IMAGE_SUFFIXES)
+
+
+def test_black_and_white_mask_is_split_into_particles(tmp_path):
+    import cv2
+
+    from utilegen.io import read_mask
+
+    bw = np.zeros((20, 30), np.uint8)
+    bw[2:6, 2:6] = 255
+    bw[10:15, 20:28] = 255
+    path = tmp_path / "bw.png"
+    cv2.imwrite(str(path), bw)
+    mask = read_mask(path)
+    assert mask.count == 2 and sorted(mask.areas().tolist()) == [16, 40]
+    one = np.zeros((20, 30), np.uint8)
+    one[2:6, 2:6] = 7  # a label image with one particle stays as it is
+    cv2.imwrite(str(tmp_path / "one.png"), one)
+    assert read_mask(tmp_path / "one.png").ids.tolist() == [7]

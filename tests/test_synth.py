@@ -301,7 +301,8 @@ def test_real_and_synthetic_concatenate(tmp_path, pools):
     particles, backgrounds = pools
     root = _write_folder(tmp_path / "real", 2)
     real = PairedFolder(root)
-    synth = SyntheticDataset(particles, backgrounds, compositor=Compositor(image_size=64), length=3)
+    synth = SyntheticDataset(particles, backgrounds, compositor=Compositor(image_size=64, scale=(0.5, 1.5)),
+                             length=3)
     mixed = ConcatDataset([real.to_torch(), synth])
     assert len(mixed) == 5
     for i in range(5):
@@ -426,3 +427,27 @@ def test_cli_generate(tmp_path, capsys):
     assert _digest(root) == before
     assert main(["generate", "--out", str(tmp_path / "x")]) == 2
     assert "--images and --masks" in capsys.readouterr().err
+
+
+def test_particles_too_large_for_the_canvas_are_refused_up_front(pools):
+    particles, backgrounds = pools
+    comp = Compositor(image_size=48, scale=(1.0, 2.0))
+    with pytest.raises(ValueError, match="without_larger_than"):
+        SyntheticDataset(particles, backgrounds, compositor=comp)
+    limit = 48 / 2.0 - 3
+    small = particles.without_larger_than(limit)
+    assert 0 < len(small) < len(particles) and (small.extents() <= limit).all()
+    ds = SyntheticDataset(small, backgrounds, compositor=comp, length=4)
+    for i in range(4):  # every rotation and scale fits: no error mid-way
+        ds.sample(i)
+
+
+def test_wide_integer_images_use_their_own_range():
+    from utilegen.io import to_unit_float
+
+    twelve_bit = np.array([[0, 1024, 4095]], np.uint16)
+    assert np.allclose(to_unit_float(twelve_bit), [[0, 1024 / 4095, 1]])
+    assert np.allclose(to_unit_float(np.array([[0, 51, 255]], np.uint8)), [[0, 0.2, 1]])
+    pool = ParticlePool.from_pairs([(np.where(np.eye(8, dtype=bool), 4000, 100).astype(np.uint16),
+                                     InstanceMask(np.pad(np.ones((4, 4), np.uint16), 2)))])
+    assert pool[0].image.max() <= 1 and pool[0].image.max() > 0.9

@@ -198,7 +198,8 @@ def _collect(images) -> list:
             if path.is_dir():
                 sources.extend(_expand_path(path))
             elif not path.exists() and _GLOB_CHARS.search(str(item)):
-                sources.extend(sorted(Path(p) for p in _glob.glob(str(path)) if Path(p).is_file()))
+                sources.extend(sorted(Path(p) for p in _glob.glob(str(path), recursive=True)
+                                      if Path(p).is_file()))
             else:
                 sources.append(path)  # a missing file is reported by analyze, not raised
         else:

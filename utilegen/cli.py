@@ -25,16 +25,19 @@ EXAMPLES = """examples:
 
 def _range(text: str, kind=float):
     """Parse "lo-hi" (or a single value) into a (lo, hi) tuple."""
-    parts = text.split("-") if not text.startswith("-") else [text]
+    import re
+
+    number = r"\s*-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?\s*"
+    match = re.fullmatch(f"({number})(?:-({number}))?", text)
     try:
-        values = [kind(p) for p in parts]
+        if match is None:
+            raise ValueError
+        lo = kind(match.group(1))
+        hi = kind(match.group(2)) if match.group(2) is not None else lo
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or a range like 10-30, got {text!r}") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2:
-        raise argparse.ArgumentTypeError(f"expected a range like 10-30, got {text!r}")
-    return tuple(values)
+        raise argparse.ArgumentTypeError(
+            f"expected a number or a range like 10-30 (or -30-30), got {text!r}") from None
+    return (lo, hi)
 
 
 def _add_generate(sub):

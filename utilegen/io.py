@@ -103,6 +103,31 @@ def to_grayscale(arr: np.ndarray) -> np.ndarray:
     return gray.astype(arr.dtype)
 
 
+def to_unit_float(image) -> np.ndarray:
+    """Image as float32 in [0, 1], the scale utilegen's generator and tensors work in.
+
+    uint8 is divided by 255. Wider integers are divided by the image's own maximum: 12- or
+    14-bit detector data stored as uint16 would otherwise come out nearly black. Floats
+    already in [0, 1] are kept; other floats have their range mapped to [0, 1].
+    """
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / np.float32(255)
+    if image.dtype == bool:
+        return image.astype(np.float32)
+    if np.issubdtype(image.dtype, np.integer):
+        lo, hi = int(image.min()), int(image.max())
+        if lo < 0:  # signed data: map its range
+            return ((image.astype(np.float32) - lo) / max(hi - lo, 1)).astype(np.float32)
+        return image.astype(np.float32) / np.float32(max(hi, 1))
+    if np.issubdtype(image.dtype, np.floating):
+        lo, hi = float(np.nanmin(image)), float(np.nanmax(image))
+        if lo >= 0 and hi <= 1:
+            return image.astype(np.float32)
+        return ((image - lo) / max(hi - lo, 1e-12)).astype(np.float32)
+    raise ValueError(f"image must be numeric, got dtype {image.dtype}")
+
+
 def read_image(path) -> np.ndarray:
     """Read a micrograph as a 2-D array.
 
@@ -133,7 +158,9 @@ def read_image(path) -> np.ndarray:
 def read_mask(path) -> InstanceMask:
     """Read an instance mask: an integer label image, or an RGB mask with a colour per instance.
 
-    An RGB file whose channels are all equal is read as a label image.
+    An RGB file whose channels are all equal is read as a label image. A black-and-white
+    mask (a single foreground value, e.g. 0/255, in several separate pieces) is split into
+    its connected components: read as labels it would be one particle.
     """
     path = _check_readable(path)
     arr = _read_raw(path)
@@ -148,9 +175,14 @@ def read_mask(path) -> InstanceMask:
     if arr.dtype == bool:
         return InstanceMask.from_binary(arr)
     try:
-        return InstanceMask(arr)
+        mask = InstanceMask(arr)
     except ValueError as exc:
         raise ValueError(f"{path} is not a valid instance mask: {exc}") from None
+    if mask.count == 1:
+        pieces = InstanceMask.from_binary(mask.labels)
+        if pieces.count > 1:
+            return pieces
+    return mask
 
 
 def read_pixel_size(path) -> tuple[float, str] | None:

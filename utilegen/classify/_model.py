@@ -331,9 +331,9 @@ class ShapeClassifier:
                     bar.set_postfix(loss=f"{row['train_loss']:.3f}",
                                     val_acc=f"{row.get('val_accuracy', float('nan')):.2f}")
             bar.close()
-        sync_buffers(model, world_size)
         if best_state is not None:
             model.load_state_dict(best_state)
+        sync_buffers(model, world_size)  # ranks may have kept their own BatchNorm stats
         model.eval()
         self.train_config, self.history = cfg, history
         return history

@@ -6,13 +6,10 @@ from torch.utils.data import Dataset
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W) image -> float32 tensor (1, H, W); integer images scaled by their dtype's maximum."""
-    image = np.asarray(image)
-    if np.issubdtype(image.dtype, np.integer):
-        scaled = image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
-    else:
-        scaled = image.astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(scaled))[None]
+    """(H, W) image -> float32 tensor (1, H, W) in [0, 1] (`utilegen.io.to_unit_float`)."""
+    from ..io import to_unit_float
+
+    return torch.from_numpy(np.ascontiguousarray(to_unit_float(image)))[None]
 
 
 def mask_to_tensor(labels: np.ndarray) -> torch.Tensor:

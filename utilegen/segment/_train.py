@@ -206,8 +206,8 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
             callback(record, model, best_state)
         if stop:
             break
-    sync_buffers(net, world_size)
     if best_state is not None:
         net.load_state_dict(best_state)
+    sync_buffers(net, world_size)  # ranks may have kept their own BatchNorm stats
     net.eval()
     return history

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..io import read_image
-from ._particles import iter_pairs, to_unit_float
+from ..io import read_image, to_unit_float
+from ._particles import iter_pairs
 
 METHODS = ("inpaint", "mean")
 

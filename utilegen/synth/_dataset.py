@@ -69,9 +69,20 @@ class SyntheticDataset(Dataset):
             raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {dtype!r}")
         if int(seed) != seed or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        compositor = compositor if compositor is not None else Compositor()
+        # A particle too large for the canvas would stop an export half-way: refuse up front.
+        limit = min(compositor.image_size) / compositor.scale[1]
+        too_large = int((particles.extents() + 3 > limit).sum())
+        if too_large:
+            raise ValueError(
+                f"{too_large} of {len(particles)} particles can be larger than the "
+                f"{compositor.image_size[0]}x{compositor.image_size[1]} canvas at scale up to "
+                f"{compositor.scale[1]:g} (largest crop diagonal {particles.extents().max():.0f} px); "
+                f"lower `scale`, raise `image_size`, or drop them with "
+                f"particles.without_larger_than({int(limit) - 3})")
         self.particles = particles
         self.backgrounds = backgrounds
-        self.compositor = compositor if compositor is not None else Compositor()
+        self.compositor = compositor
         self.augmenter = augmenter
         self.length = int(length)
         self.seed = int(seed)

@@ -6,22 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from ..datasets import get_pair
-from ..io import atomic_path
+from ..io import atomic_path, to_unit_float
 from ..masks import InstanceMask
-
-
-def to_unit_float(image: np.ndarray) -> np.ndarray:
-    """Image as float32 in [0, 1]: integers divided by their dtype's maximum, floats clipped."""
-    image = np.asarray(image)
-    if np.issubdtype(image.dtype, np.integer):
-        return image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
-    if np.issubdtype(image.dtype, np.floating):
-        lo, hi = float(np.nanmin(image)), float(np.nanmax(image))
-        if lo >= 0 and hi <= 1:
-            return image.astype(np.float32)
-        # A float micrograph in arbitrary units: map its range to [0, 1].
-        return ((image - lo) / max(hi - lo, 1e-12)).astype(np.float32)
-    raise ValueError(f"image must be numeric, got dtype {image.dtype}")
 
 
 def iter_pairs(pairs):
@@ -140,6 +126,16 @@ class ParticlePool:
             mean = np.full(len(areas), areas.mean())
         keep = areas >= fraction * mean
         return ParticlePool([p for p, k in zip(self._particles, keep) if k], self.sources)
+
+    def extents(self) -> np.ndarray:
+        """Largest box side of each particle over all rotations (its crop's diagonal), px."""
+        return np.array([np.hypot(*p.alpha.shape) for p in self._particles], dtype=float)
+
+    def without_larger_than(self, size: float) -> "ParticlePool":
+        """Drop particles whose crop diagonal exceeds `size` pixels (they could not fit a
+        canvas of that size at every rotation)."""
+        return ParticlePool([p for p, e in zip(self._particles, self.extents()) if e <= size],
+                            self.sources)
 
     def save(self, path, *, overwrite: bool = False) -> Path:
         """Save to a compressed ``.npz`` file (no pickle)."""
