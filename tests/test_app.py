@@ -229,3 +229,18 @@ def test_cli_serve_without_a_model_says_what_to_do(monkeypatch, capsys):
     monkeypatch.setattr(StarDist, "pretrained", classmethod(missing))
     assert main(["serve"]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_calibrated_tiff_supplies_its_pixel_size(client, tmp_path):
+    import cv2
+
+    from utilegen.io import write_image
+
+    image = cv2.imdecode(np.frombuffer(png_bytes(), np.uint8), cv2.IMREAD_GRAYSCALE)
+    path = write_image(tmp_path / "calibrated.tif", image, pixel_size=0.25, unit="nm")
+    r = upload(client, [("calibrated.tif", path.read_bytes(), "image/tiff")], pixel_size="")
+    result = wait(client, r.json()["url"])["result"]
+    assert result["unit"] == "nm"
+    d = sorted(row[result["images"][0]["columns"].index("equivalent_diameter")]
+               for row in result["images"][0]["rows"])
+    np.testing.assert_allclose(d, [2 * 10 * 0.25, 2 * 12 * 0.25], rtol=0.07)

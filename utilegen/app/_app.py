@@ -210,7 +210,7 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
             raise HTTPException(404, "no such job (results are kept for a limited time)")
         return job
 
-    def _run(job: Job, images: list[np.ndarray]) -> None:
+    def _run(job: Job, images: list[Path]) -> None:
         job.status = "running"
 
         def progress(done, total, image_id):
@@ -334,7 +334,7 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
         return {"id": job_id, "url": f"/api/jobs/{job_id}", "accepted": job.names,
                 "rejected": rejected}
 
-    async def _accept(upload, folder: Path, index: int) -> np.ndarray:
+    async def _accept(upload, folder: Path, index: int) -> Path:
         head = await upload.read(16)
         size = getattr(upload, "size", None)  # None when the client did not say; see below
         if size == 0 or not head:
@@ -354,7 +354,10 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
                 if written > max_bytes:
                     raise UploadRejected(f"the file is larger than {_format_mb(max_bytes)}")
                 fh.write(chunk)
-        return await run_in_threadpool(check_image_file, path, suffix, max_pixels=max_pixels)
+        await run_in_threadpool(check_image_file, path, suffix, max_pixels=max_pixels)
+        # The checked file, not its pixels, goes to analyze(): a calibrated TIFF then
+        # supplies its own pixel size when the form leaves it empty.
+        return path
 
     @app.get("/api/jobs/{job_id}")
     def job_status(job_id: str):
