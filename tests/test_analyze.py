@@ -341,3 +341,12 @@ def test_instance_mask_from_segmenter_is_validated(seg):
 
     report = analyze(disks_image(), segmenter=Wrong())
     assert report.ids == [] and "shape" in report.errors[0][1]
+
+
+def test_segmenter_by_shipped_name_or_clear_error():
+    from utilegen.analyze import load_segmenter
+
+    with pytest.raises(FileNotFoundError, match="no model folder 'no_such_model'.*emps"):
+        load_segmenter("no_such_model")
+    with pytest.raises(FileNotFoundError, match="folder not found"):
+        load_segmenter("some/missing/folder")

@@ -53,7 +53,8 @@ def load_segmenter(segmenter=None):
     ----------
     segmenter : None, str, Path or object with ``predict(image) -> InstanceMask``
         None loads the default model shipped inside utilegen (``StarDist.pretrained("emps")``);
-        a path loads a folder written by ``StarDist.save``.
+        a path loads a folder written by ``StarDist.save``; a bare name that is not a folder
+        (``"emps"``) is a shipped model, as in ``utilegen segment --model emps``.
     """
     if segmenter is None:
         from .segment import StarDist
@@ -70,6 +71,11 @@ def load_segmenter(segmenter=None):
 
         path = Path(segmenter)
         if not path.is_dir():
+            if isinstance(segmenter, str) and "/" not in segmenter and "\\" not in segmenter:
+                try:
+                    return StarDist.pretrained(segmenter)  # a shipped model's name, e.g. "emps"
+                except ValueError as exc:
+                    raise FileNotFoundError(f"no model folder {segmenter!r}, and {exc}") from None
             raise FileNotFoundError(f"segmenter model folder not found: {path}")
         return StarDist.load(path)
     if not callable(getattr(segmenter, "predict", None)):
