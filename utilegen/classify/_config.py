@@ -5,15 +5,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .._config import check as _check
+from .._config import known_fields
+
 __all__ = ["AUGMENTATIONS", "ClassifierConfig", "TrainConfig"]
 
 #: Training augmentation policies (Table 2 of the paper compares the two).
 AUGMENTATIONS = ("standard", "randaugment+mixup")
-
-
-def _check(cond: bool, name: str, message: str) -> None:
-    if not cond:
-        raise ValueError(f"{name} {message}")
 
 
 @dataclass(frozen=True)
@@ -72,11 +70,7 @@ class ClassifierConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ClassifierConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown ClassifierConfig keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return cls(**known_fields(cls, d))
 
 
 @dataclass(frozen=True)
@@ -158,8 +152,4 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return cls(**known_fields(cls, d))

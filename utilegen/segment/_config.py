@@ -5,12 +5,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from .._config import check as _check
+from .._config import known_fields
+
 __all__ = ["StarDistConfig"]
-
-
-def _check(cond: bool, name: str, message: str) -> None:
-    if not cond:
-        raise ValueError(f"{name} {message}")
 
 
 @dataclass(frozen=True)
@@ -130,11 +128,7 @@ class StarDistConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> StarDistConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown StarDistConfig keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return cls(**known_fields(cls, d))
 
     def replace(self, **changes) -> StarDistConfig:
         return dataclasses.replace(self, **changes)

@@ -5,6 +5,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from .._config import known_fields
+
 
 @dataclass(frozen=True)
 class Augmenter:
@@ -67,7 +69,7 @@ class Augmenter:
 
     @classmethod
     def from_dict(cls, d: dict) -> Augmenter:
-        d = dict(d)
+        d = known_fields(cls, d)
         if d.get("poisson_peak") is not None:
             d["poisson_peak"] = tuple(d["poisson_peak"])
         return cls(**d)

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from .._config import known_fields
 from ._backgrounds import BackgroundPool
 from ._particles import Particle, ParticlePool
 
@@ -90,6 +91,7 @@ class Compositor:
 
     @classmethod
     def from_dict(cls, d: dict) -> Compositor:
+        d = known_fields(cls, d)
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     # ------------------------------------------------------------------ composition

@@ -131,7 +131,7 @@ class ParticlePool:
         """Largest box side of each particle over all rotations (its crop's diagonal), px."""
         return np.array([np.hypot(*p.alpha.shape) for p in self._particles], dtype=float)
 
-    def without_larger_than(self, size: float) -> "ParticlePool":
+    def without_larger_than(self, size: float) -> ParticlePool:
         """Drop particles whose crop diagonal exceeds `size` pixels (they could not fit a
         canvas of that size at every rotation)."""
         return ParticlePool([p for p, e in zip(self._particles, self.extents()) if e <= size],
