@@ -124,8 +124,8 @@ def main():
         f"- export ({args.export} items, TIFF image + zlib label TIFF + JSON record): 1 worker "
         f"{export[1]:.1f} items/s, 2 workers {export[2]:.1f} items/s (x{export[2] / export[1]:.2f})",
         f"- peak RSS: main process {own_mb:.0f} MB, largest worker {child_mb:.0f} MB",
-        f"- machine: {platform.machine()}, {os.cpu_count()} cores, load average {load:.1f} at the end "
-        f"(other jobs were running: figures are conservative)",
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores, load average {load:.1f} at the end"
+        + (" (other jobs were sharing the cores: figures are conservative)" if load > 1.5 else ""),
     ]
     print("\n".join(lines))
     if args.record:
