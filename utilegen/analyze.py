@@ -165,13 +165,9 @@ def _unique(names: Iterable[str]) -> list[str]:
 
 
 def _expand_path(path: Path) -> list[Path]:
-    from .io import IMAGE_SUFFIXES
+    from .io import list_images
 
-    if path.is_dir():
-        return sorted(p for p in path.iterdir()
-                      if p.is_file() and not p.name.startswith(".")
-                      and p.suffix.lower() in IMAGE_SUFFIXES)
-    return [path]
+    return list_images(path) if path.is_dir() else [path]
 
 
 def _collect(images) -> list:

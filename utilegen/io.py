@@ -44,6 +44,14 @@ _UNIT_ALIASES = {
 }
 
 
+def list_images(folder) -> list[Path]:
+    """The image files in `folder`, sorted; hidden files (e.g. atomic-write temporaries) and
+    sub-folders are skipped."""
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def _check_readable(path) -> Path:
     path = Path(path)
     if not path.exists():

@@ -143,12 +143,12 @@ def _train(args) -> int:
 
 
 def _image_files(inputs):
-    from ..io import IMAGE_SUFFIXES
+    from ..io import list_images
 
     files = []
     for path in inputs:
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files += list_images(path)
         elif path.is_file():
             files.append(path)
         else:

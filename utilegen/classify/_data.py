@@ -224,14 +224,13 @@ def from_folder(folder, labels, *, classes: Sequence[str] | None = None) -> Labe
     Every file in the label file must exist in `folder` (a missing one is an error that
     names it); images in the folder without a label are ignored.
     """
-    from ..io import IMAGE_SUFFIXES
+    from ..io import list_images
 
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
     table = read_labels(labels, classes=classes)
-    files = {p.stem: p for p in sorted(folder.iterdir())
-             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+    files = {p.stem: p for p in list_images(folder)}
     missing = [s for s in table if s not in files]
     if missing:
         raise ValueError(f"label file {labels} lists images not found in {folder}: "

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import IMAGE_SUFFIXES, read_image, read_mask, read_pixel_size
+from ..io import list_images, read_image, read_mask, read_pixel_size
 from ..masks import InstanceMask
 
 
@@ -13,12 +13,11 @@ def _files_by_stem(folder: Path, what: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{what} folder not found: {folder}")
     files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
-            if path.stem in files:
-                raise ValueError(f"two {what} files share the stem {path.stem!r}: "
-                                 f"{files[path.stem].name} and {path.name}")
-            files[path.stem] = path
+    for path in list_images(folder):
+        if path.stem in files:
+            raise ValueError(f"two {what} files share the stem {path.stem!r}: "
+                             f"{files[path.stem].name} and {path.name}")
+        files[path.stem] = path
     return files
 
 

@@ -306,14 +306,14 @@ def measure_many(masks, images=None, *, pixel_size: float | None = None, unit: s
     """
     import pandas as pd
 
-    from ..io import IMAGE_SUFFIXES
+    from ..io import list_images
 
     if isinstance(masks, (str, Path)):
         folder = Path(masks)
         if not folder.is_dir():
             raise ValueError(f"masks must be a folder or a sequence of masks; {folder} is not "
                              "a folder (use measure() for a single mask)")
-        masks = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        masks = list_images(folder)
     masks = list(masks)
     if images is None:
         images = [None] * len(masks)
@@ -321,7 +321,7 @@ def measure_many(masks, images=None, *, pixel_size: float | None = None, unit: s
         folder = Path(images)
         if not folder.is_dir():
             raise ValueError(f"images must be a folder or a sequence; {folder} is not a folder")
-        by_stem = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        by_stem = {p.stem: p for p in list_images(folder)}
         matched = []
         for i, m in enumerate(masks):
             stem = _stem(m, i)

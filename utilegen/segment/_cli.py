@@ -108,12 +108,12 @@ def _train(args) -> int:
 
 
 def _predict(args) -> int:
-    from ..io import IMAGE_SUFFIXES, read_image, write_mask
+    from ..io import list_images, read_image, write_mask
 
     files = []
     for path in args.inputs:
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += list_images(path)
         elif path.is_file():
             files.append(path)
         else:
