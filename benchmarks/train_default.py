@@ -44,7 +44,9 @@ def split(data, val_fraction=0.1, seed=0):
 def synthetic(train, n, seed=1):
     from utilegen.synth import BackgroundPool, Compositor, ParticlePool, SyntheticDataset
 
-    particles = ParticlePool.from_pairs(train).without_border().without_small(0.6)
+    # particles that could not fit a 512² canvas at the largest scale (1.33) are left out
+    particles = (ParticlePool.from_pairs(train).without_border().without_small(0.6)
+                 .without_larger_than(512 / 1.33 - 4))
     backgrounds = BackgroundPool.from_pairs(train)
     comp = Compositor(image_size=512, same_source=True, particles_per_image=(5, 40),
                       scale=(0.75, 1.33))
@@ -63,6 +65,10 @@ def main():
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--checkpoints", type=Path, default=Path("/tmp/utilegen_default_ckpt_s05"))
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--zoom", type=float, default=1.0, help="StarDistConfig.zoom (patch zoom range)")
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from the weights of this saved model (fine-tuning)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = emps(EMPS_ROOT)
@@ -82,12 +88,18 @@ def main():
         train_set += made
         n_syn = len(made)
     print(f"train: {len(train)} real + {n_syn} synthetic, val: {len(val)} real", flush=True)
-    config = StarDistConfig(lr_patience=args.lr_patience, scale=args.scale)
+    config = StarDistConfig(lr_patience=args.lr_patience, scale=args.scale, zoom=args.zoom,
+                            learning_rate=args.lr)
     model = StarDist(config, seed=0)
+    if args.init is not None:
+        start = StarDist.load(args.init)
+        model.network.load_state_dict(start.network.state_dict())
+        model.thresholds = dict(start.thresholds)
     t0 = time.time()
     meta = {"data": "EMPS train split (366 images, all shapes): 329 train / 37 val, seed 0",
             "train_ids": train_ids, "val_ids": val_ids, "synthetic_images": n_syn,
-            "synthetic": "utilegen.synth, same-source particles, 512x512, scale 0.75-1.33, 5-40 particles"}
+            "synthetic": "utilegen.synth, same-source particles, 512x512, scale 0.75-1.33, 5-40 particles",
+            "init": str(args.init) if args.init else None}
 
     def save_best(record, m, best_state):
         # a usable model at every epoch: best weights so far, default thresholds

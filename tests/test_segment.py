@@ -246,9 +246,11 @@ def test_save_load_round_trip(trained, tmp_path):
     model.save(tmp_path / "m")
     assert {p.name for p in (tmp_path / "m").iterdir()} == {
         "weights.pt", "config.json", "thresholds.json", "info.json"}
-    assert json.loads((tmp_path / "m" / "thresholds.json").read_text()) == model.thresholds
+    assert json.loads((tmp_path / "m" / "thresholds.json").read_text()) == {
+        **model.thresholds, "scale": None}
     loaded = StarDist.load(tmp_path / "m")
     assert loaded.config == model.config and loaded.thresholds == model.thresholds
+    assert loaded.predict_scale is None
     assert loaded.predict(pair[0]) == model.predict(pair[0])
     with pytest.raises(FileExistsError):
         model.save(tmp_path / "m")
@@ -338,3 +340,63 @@ def test_scaled_model_predicts_at_the_input_size(trained):
     assert mask.shape == pair[0].shape and details["prob_map"].shape == (32, 32)
     with pytest.raises(ValueError, match="scale"):
         StarDistConfig(scale=0)
+
+
+def test_auto_scale_finds_particles_twice_the_trained_size(trained):
+    import cv2
+
+    model, pair, _ = trained
+    image = cv2.resize(pair[0].astype(np.float32), (256, 256), interpolation=cv2.INTER_LINEAR)
+    truth = np.asarray(pair[1].labels).repeat(2, 0).repeat(2, 1)  # disks of radius 16-28
+    auto, details = model.predict(image, scale="auto", return_details=True)
+    assert details["scale"] == 0.5
+    assert evaluate([auto], [(image, truth)], iou=0.5).f1.iloc[-1] >= 0.8
+    # the rule: of the tried scales, the result whose instances are surest on average
+    means = {}
+    for s in (1.0, 0.5, 2.0):
+        mask, d = model.predict(image, scale=s, return_details=True)
+        means[s] = (np.mean(d["prob"]) if len(d["prob"]) else -1, mask)
+    best = max(means, key=lambda s: means[s][0])
+    assert best == 0.5 and means[best][1] == auto
+
+
+def test_predict_scale_is_saved_and_validated(trained, tmp_path):
+    model, pair, _ = trained
+    copy = StarDist(model.config, seed=None)
+    copy.network.load_state_dict(model.network.state_dict())
+    copy.predict_scale = "auto"
+    copy.save(tmp_path / "auto")
+    loaded = StarDist.load(tmp_path / "auto")
+    assert loaded.predict_scale == "auto"
+    assert loaded.predict(pair[0]) == copy.predict(pair[0], scale="auto")
+    for bad in ("big", 0, 5.0, [1.0]):
+        with pytest.raises(ValueError, match="scale"):
+            model.predict(pair[0], scale=bad)
+    t = tmp_path / "auto" / "thresholds.json"
+    t.write_text(json.dumps({"prob": 0.5, "nms": 0.4, "scale": "huge"}))
+    with pytest.raises(ValueError, match="scale"):
+        StarDist.load(tmp_path / "auto")
+
+
+def test_zoom_augmentation_keeps_patch_size_and_varies_particle_size():
+    from utilegen.segment._data import PatchSampler
+
+    labels = disk_labels((300, 400), centres=((50, 50), (150, 200), (250, 350)), radius=20)
+    image = (labels > 0).astype(np.float32)
+    areas = {}
+    for zoom in (1.0, 2.0):
+        cfg = StarDistConfig(**{**TINY, "zoom": zoom, "patch_size": 128})
+        sampler, rng, seen = PatchSampler([(image, labels)], cfg), np.random.default_rng(0), []
+        for _ in range(100):
+            x, lab = sampler.patch(0, rng, zoom=True)
+            assert x.shape == lab.shape == (128, 128)
+            assert set(np.unique(lab)) <= {0, 1, 2, 3}
+            whole = [a for a in np.bincount(lab.ravel())[1:] if a]
+            seen += whole
+        areas[zoom] = np.array(seen)
+    full = np.pi * 20**2
+    assert areas[1.0].max() <= full + 60  # unzoomed: a disk is never larger than itself
+    # zoomed by up to 2x: whole disks up to 4x the area, and down to a quarter
+    assert areas[2.0].max() > 2 * full and np.percentile(areas[2.0], 5) < 0.6 * full
+    with pytest.raises(ValueError, match="zoom"):
+        StarDistConfig(zoom=0.5)

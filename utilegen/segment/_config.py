@@ -47,6 +47,11 @@ class StarDistConfig:
         Random flips, 90° rotations and intensity jitter during training.
     intensity_jitter : float
         Range of the random intensity scale (1 ± x) and shift (± x/2) (0.2).
+    zoom : float
+        Random zoom of training patches, log-uniform in [1/zoom, zoom] (1 = none): a
+        patch of ``patch_size / z`` pixels is resized to ``patch_size``, so the network
+        sees each particle at more sizes. Not in StarDist2D's default augmenter; it makes
+        the size-ladder of `StarDist.predict` (``scale="auto"``) smoother.
     batch_norm : bool
         Batch normalization after every U-Net convolution (StarDist2D's
         ``unet_batch_norm``, off by default there and here).
@@ -80,6 +85,7 @@ class StarDistConfig:
     normalize_high: float = 99.8
     augment: bool = True
     intensity_jitter: float = 0.2
+    zoom: float = 1.0
     batch_norm: bool = False
     scale: float = 1.0
     mixed_precision: bool = True
@@ -115,6 +121,7 @@ class StarDistConfig:
         _check(0 <= self.normalize_low < self.normalize_high <= 100, "normalize_low/normalize_high",
                f"must satisfy 0 <= low < high <= 100, got {self.normalize_low!r}, {self.normalize_high!r}")
         _check(0.05 <= self.scale <= 4, "scale", f"must be in [0.05, 4], got {self.scale!r}")
+        _check(1 <= self.zoom <= 4, "zoom", f"must be in [1, 4], got {self.zoom!r}")
         _check(0 <= self.intensity_jitter < 1, "intensity_jitter",
                f"must be in [0, 1), got {self.intensity_jitter!r}")
 

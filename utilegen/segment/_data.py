@@ -67,18 +67,27 @@ class PatchSampler:
             self._foreground[k] = np.flatnonzero(self.pairs[k][1])
         return self._foreground[k]
 
-    def patch(self, k: int, rng: np.random.Generator):
+    def patch(self, k: int, rng: np.random.Generator, zoom: bool = False):
         image, labels = self.pairs[k]
-        s = self.config.patch_size
+        s = out = self.config.patch_size
+        if zoom and self.config.zoom != 1:  # a window of s / z pixels, resized to s below
+            z = float(np.exp(rng.uniform(-1, 1) * np.log(self.config.zoom)))
+            s = max(8, round(out / z))
+            if s > min(image.shape):
+                image, labels = _pad_to(image, labels, s)
         h, w = image.shape
         fg = self._fg(k)
         if len(fg) and rng.random() < self.config.foreground_fraction:
-            r, c = divmod(int(fg[rng.integers(len(fg))]), w)
+            r, c = divmod(int(fg[rng.integers(len(fg))]), self.pairs[k][0].shape[1])
             r0 = rng.integers(max(0, r - s + 1), min(r, h - s) + 1)
             c0 = rng.integers(max(0, c - s + 1), min(c, w - s) + 1)
         else:
             r0, c0 = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
-        return image[r0:r0 + s, c0:c0 + s], labels[r0:r0 + s, c0:c0 + s]
+        image, labels = image[r0:r0 + s, c0:c0 + s], labels[r0:r0 + s, c0:c0 + s]
+        if s != out:
+            image = resize_image(image, out / s, size=out)
+            labels = resize_labels(labels, out / s, size=out)
+        return image, labels
 
     def batch(self, rng: np.random.Generator, batch_size: int | None = None, *, augment=None):
         """``(x (B, 1, S, S), prob (B, 1, S/g, S/g), dist (B, n_rays, S/g, S/g))`` float32."""
@@ -87,7 +96,7 @@ class PatchSampler:
         augment = c.augment if augment is None else augment
         xs, ps, ds = [], [], []
         for _ in range(b):
-            image, labels = self.patch(int(rng.integers(len(self.pairs))), rng)
+            image, labels = self.patch(int(rng.integers(len(self.pairs))), rng, zoom=augment)
             if augment:
                 image, labels = augment_pair(image, labels, rng, c.intensity_jitter)
             prob, dist = targets(labels, c.n_rays, c.grid)

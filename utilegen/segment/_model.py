@@ -13,6 +13,8 @@ from ._targets import normalize
 
 _MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 PRETRAINED = {"emps": "stardist_emps"}
+# scale="auto": the network runs at config.scale times each factor (the first wins ties)
+AUTO_FACTORS = (1.0, 0.5, 2.0)
 
 
 class StarDist:
@@ -55,6 +57,8 @@ class StarDist:
             self.network = StarDistNet(config)
         self.network.eval()
         self.thresholds = {"prob": 0.5, "nms": 0.4}
+        # what `predict` does without a `scale` argument: None = config.scale, or "auto"
+        self.predict_scale: str | float | None = None
         self.history: list[dict] = []
         self.info: dict = {}
 
@@ -134,24 +138,40 @@ class StarDist:
             raise ValueError(f"nms_thresh must be in [0, 1], got {n}")
         return p, n
 
-    def predict_candidates(self, image, *, prob_thresh: float, tile_size: int = 1024,
-                           context: int = 64, keep_prob: bool = False):
+    def _scales(self, scale) -> list[float]:
+        """The resize factors `predict` tries for a `scale` argument (see `predict`)."""
+        scale = self.predict_scale if scale is None else scale
+        if scale is None:
+            return [self.config.scale]
+        if isinstance(scale, str):
+            if scale != "auto":
+                raise ValueError(f"scale must be a number, 'auto' or None, got {scale!r}")
+            return [min(4.0, max(0.05, self.config.scale * f)) for f in AUTO_FACTORS]
+        if not isinstance(scale, (int, float, np.integer, np.floating)) or not 0.05 <= scale <= 4:
+            raise ValueError(f"scale must be in [0.05, 4], 'auto' or None, got {scale!r}")
+        return [float(scale)]
+
+    def predict_candidates(self, image, *, prob_thresh: float, scale: float | None = None,
+                           tile_size: int = 1024, context: int = 64, keep_prob: bool = False,
+                           _normalized: bool = False):
         """Normalize `image` and return its candidate polygons above `prob_thresh`.
 
         ``(points (K, 2), prob (K,), dist (K, n_rays), prob_map or None)``, in the
-        coordinates of the image resized by ``config.scale``; see `predict`.
+        coordinates of the image resized by `scale` (default ``config.scale``); see `predict`.
         """
         from ._predict import candidates
         from ._targets import resize_image
 
-        image = self._check_image(image)
-        x = normalize(image, self.config.normalize_low, self.config.normalize_high)
-        x = resize_image(x, self.config.scale)
+        if not _normalized:
+            image = normalize(self._check_image(image), self.config.normalize_low,
+                              self.config.normalize_high)
+        x = resize_image(image, self.config.scale if scale is None else float(scale))
         return candidates(self.network, self.config, x, prob_thresh=prob_thresh,
                           tile_size=tile_size, context=context, keep_prob=keep_prob)
 
     def predict(self, image, *, prob_thresh: float | None = None, nms_thresh: float | None = None,
-                tile_size: int = 1024, context: int = 64, return_details: bool = False):
+                scale: float | str | None = None, tile_size: int = 1024, context: int = 64,
+                return_details: bool = False):
         """Instance segmentation of one 2-D image.
 
         Parameters
@@ -160,13 +180,22 @@ class StarDist:
             Grayscale micrograph (RGB is converted); normalized by its 1 / 99.8 percentiles.
         prob_thresh, nms_thresh : float, optional
             Override ``self.thresholds``.
+        scale : float or "auto", optional
+            Resize factor before the network (default ``self.predict_scale``, which is
+            ``config.scale`` unless set). ``"auto"`` runs the network at ``config.scale``
+            times 1, 1/2 and 2 and keeps the result whose instances have the highest mean
+            probability: the network is surest where particles have the sizes it was
+            trained on, so micrographs of any magnification work without a hint. It costs
+            about 1.3x a prediction at twice ``config.scale``.
         tile_size, context : int
-            Images larger than `tile_size` pixels per side are predicted in tiles with
-            `context` pixels of overlap (multiples of ``config.divisor``), in bounded memory.
+            Images larger than `tile_size` pixels per side (after resizing) are predicted in
+            tiles with `context` pixels of overlap (multiples of ``config.divisor``), in
+            bounded memory.
         return_details : bool
             Also return a dict with the polygons (``coord`` (K, 2, n_rays), ``points``,
-            ``prob`` per instance, label k+1 = entry k) and ``prob_map`` (the object
-            probability at grid resolution of the image resized by ``config.scale``).
+            ``prob`` per instance, label k+1 = entry k), ``prob_map`` (the object
+            probability at grid resolution of the resized image) and ``scale`` (the resize
+            factor used).
 
         Returns
         -------
@@ -175,16 +204,21 @@ class StarDist:
         from ._predict import instances
 
         p, n = self._thresholds(prob_thresh, nms_thresh)
+        scales = self._scales(scale)
         image = self._check_image(image)
-        points, probs, dists, prob_map = self.predict_candidates(
-            image, prob_thresh=p, tile_size=tile_size, context=context, keep_prob=return_details)
-        labels, details = instances(points, probs, dists, image.shape, prob_thresh=p, nms_thresh=n,
-                                    scale=self.config.scale)
-        mask = InstanceMask(labels)
-        if return_details:
-            details["prob_map"] = prob_map
-            return mask, details
-        return mask
+        x = normalize(image, self.config.normalize_low, self.config.normalize_high)
+        best = None
+        for s in scales:
+            points, probs, dists, prob_map = self.predict_candidates(
+                x, prob_thresh=p, scale=s, tile_size=tile_size, context=context,
+                keep_prob=return_details, _normalized=True)
+            labels, details = instances(points, probs, dists, image.shape, prob_thresh=p,
+                                        nms_thresh=n, scale=s)
+            quality = _mean_prob(details["prob"])
+            if best is None or quality > best[0]:
+                best = (quality, labels, {**details, "prob_map": prob_map, "scale": s})
+        mask = InstanceMask(best[1])
+        return (mask, best[2]) if return_details else mask
 
     def predict_many(self, images, *, progress: bool = False, **kwargs) -> list[InstanceMask]:
         """`predict` for each image of a sequence (or any dataset of pairs: images are used)."""
@@ -201,13 +235,13 @@ class StarDist:
     # --------------------------------------------------------------- thresholds
     def optimize_thresholds(self, val, *, nms_threshs=(0.3, 0.4, 0.5),
                             iou_threshs=(0.3, 0.5, 0.7), measure: str = "accuracy",
-                            progress: bool = False) -> dict:
+                            scale: float | str | None = None, progress: bool = False) -> dict:
         """Choose the probability and NMS thresholds that maximize `measure` on `val`.
 
         StarDist's procedure (`stardist.utils.optimize_threshold`): for each NMS threshold, a
         golden-section search of the probability threshold in ``[max_prob / 2, max_prob]``
-        maximizing `measure` averaged over `iou_threshs`. The network runs once per image.
-        Sets and returns ``self.thresholds``.
+        maximizing `measure` averaged over `iou_threshs`. The network runs once per image
+        (and `scale`, as in `predict`). Sets and returns ``self.thresholds``.
         """
         from scipy.optimize import minimize_scalar
         from stardist.matching import matching_dataset
@@ -221,15 +255,28 @@ class StarDist:
             raise ValueError(f"measure must be one of {sorted(valid)}, got {measure!r}")
         if len(val) == 0:
             raise ValueError("val is empty")
+        scales = self._scales(scale)
         truths, cands = [], []
         for i in range(len(val)):
             image, labels = as_image_and_labels(*get_pair(val, i), name=f"val item {i}")
             truths.append(labels)
-            cands.append(self.predict_candidates(image, prob_thresh=0.0)[:3])
-        max_prob = max((float(c[1].max()) if len(c[1]) else 0.0) for c in cands)
+            x = normalize(image, self.config.normalize_low, self.config.normalize_high)
+            cands.append([(s, self.predict_candidates(x, prob_thresh=0.0, scale=s,
+                                                      _normalized=True)[:3]) for s in scales])
+        max_prob = max((float(c[1].max()) if len(c[1]) else 0.0) for cs in cands for _, c in cs)
         if max_prob <= 0:
             raise ValueError("the model predicts no foreground on the validation images")
         bracket = (max_prob / 2, max_prob)
+
+        def predict(cs, shape, t, nms):  # as `predict`: the scale with the surest instances
+            best = None
+            for s, c in cs:
+                labels, details = instances(*c, shape, prob_thresh=t, nms_thresh=nms, scale=s)
+                q = _mean_prob(details["prob"])
+                if best is None or q > best[0]:
+                    best = (q, labels)
+            return best[1]
+
         best = (-np.inf, None, None)
         for nms in nms_threshs:
             cache: dict = {}
@@ -237,9 +284,7 @@ class StarDist:
             def score(t, cache=cache, nms=nms):
                 t = float(np.clip(t, *bracket))
                 if t not in cache:
-                    preds = [instances(*c, y.shape, prob_thresh=t, nms_thresh=nms,
-                                       scale=self.config.scale)[0]
-                             for c, y in zip(cands, truths)]
+                    preds = [predict(cs, y.shape, t, nms) for cs, y in zip(cands, truths)]
                     stats = matching_dataset(truths, preds, thresh=list(iou_threshs),
                                              show_progress=False)
                     cache[t] = float(np.mean([getattr(s, measure) for s in stats]))
@@ -278,7 +323,7 @@ class StarDist:
         with atomic_path(directory / "weights.pt", overwrite=True) as tmp:
             torch.save(state, tmp)
         for name, obj in (("config.json", self.config.to_dict()),
-                          ("thresholds.json", self.thresholds),
+                          ("thresholds.json", {**self.thresholds, "scale": self.predict_scale}),
                           ("info.json", {**self.info, "history": self.history})):
             with atomic_path(directory / name, overwrite=True) as tmp:
                 tmp.write_text(json.dumps(obj, indent=2, default=float) + "\n")
@@ -302,6 +347,11 @@ class StarDist:
         if (directory / "thresholds.json").is_file():
             t = json.loads((directory / "thresholds.json").read_text())
             model.thresholds = {"prob": float(t["prob"]), "nms": float(t["nms"])}
+            model.predict_scale = t.get("scale")
+            try:  # a bad value in the file fails here, not at prediction
+                model._scales(None)
+            except ValueError as exc:
+                raise ValueError(f"{directory / 'thresholds.json'}: {exc}") from None
         if (directory / "info.json").is_file():
             info = json.loads((directory / "info.json").read_text())
             model.history = info.pop("history", [])
@@ -318,3 +368,8 @@ class StarDist:
             raise FileNotFoundError(f"the pretrained model {name!r} is missing from {path}; "
                                     "reinstall utilegen")
         return cls.load(path)
+
+
+def _mean_prob(probs) -> float:
+    """Mean object probability of the kept instances (-1 when there are none)."""
+    return float(np.mean(probs)) if len(probs) else -1.0

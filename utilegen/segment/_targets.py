@@ -57,24 +57,34 @@ def targets(labels, n_rays: int = 32, grid: int = 1) -> tuple[np.ndarray, np.nda
     return prob_target(labels, grid), dist_target(labels, n_rays, grid)
 
 
-def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
-    """Resize a float image by `scale` (area averaging down, linear up); 1.0 returns it as is."""
+def _size(shape, scale: float, size: int | None) -> tuple[int, int]:
+    """(rows, cols) of a `shape` image resized by `scale`, or `size` x `size` if given."""
+    if size is not None:
+        return size, size
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
+def resize_image(image: np.ndarray, scale: float, *, size: int | None = None) -> np.ndarray:
+    """Resize a float image by `scale` (area averaging down, linear up); 1.0 returns it as is.
+
+    `size` fixes the output to ``size x size`` (a square `image`, `scale` = size / side).
+    """
     if scale == 1:
         return image
     import cv2
 
-    h, w = image.shape
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    hs, ws = _size(image.shape, scale, size)
+    size = (ws, hs)
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     return cv2.resize(np.ascontiguousarray(image, dtype=np.float32), size, interpolation=interp)
 
 
-def resize_labels(labels: np.ndarray, scale: float) -> np.ndarray:
+def resize_labels(labels: np.ndarray, scale: float, *, size: int | None = None) -> np.ndarray:
     """Resize a label image by `scale` with nearest-neighbour sampling (labels kept)."""
     if scale == 1:
         return labels
     h, w = labels.shape
-    hs, ws = max(1, round(h * scale)), max(1, round(w * scale))
+    hs, ws = _size(labels.shape, scale, size)
     rows = np.clip(np.floor((np.arange(hs) + 0.5) * h / hs).astype(int), 0, h - 1)
     cols = np.clip(np.floor((np.arange(ws) + 0.5) * w / ws).astype(int), 0, w - 1)
     return np.ascontiguousarray(labels[np.ix_(rows, cols)])
