@@ -11,13 +11,15 @@ Designs (``--design``):
 * ``table4``: one sphere image -> 50 synthetic images (+ the real one), 3 different
   source images, evaluated on the table5 validation set.
 
-Every cell uses the default model's recipe (StarDist2D defaults, images resized by 0.5) and
-the same budget: the same number of training steps of 4 x 256² patches
-(the same CPU work per step for real and mixed data) and the same seed. Thresholds are
-tuned on the cell's own real training images (never on validation). A classical baseline,
-Otsu threshold + distance-transform watershed, runs on the same validation images.
+Every cell uses the default model's recipe (StarDist2D's architecture with ``--base-filters``
+filters at the top level, 16 by default to fit 17 cells into a 2-core CPU budget; images
+resized by 0.5; prediction with ``scale="auto"``) and the same budget: the same number of
+training steps of 4 x 256² patches (the same CPU work per step for real and mixed data) and
+the same seed. Thresholds are tuned on the cell's own real training images (never on
+validation). A classical baseline, Otsu threshold + distance-transform watershed, runs on
+the same validation images.
 
-    .venv/bin/python benchmarks/real_vs_mixed.py --design table5 --steps 250 --out /tmp/rvm.json
+    .venv/bin/python benchmarks/real_vs_mixed.py --design table5 table3 table4 --steps 1500 --out /tmp/rvm.json
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def scores(pred_or_model, val):
             "precision_50": float(o.loc[0.5, "precision"]), "recall_50": float(o.loc[0.5, "recall"])}
 
 
-def cell(name, real, n_syn_per_real, val, steps, seed=0, syn_only=None):
+def cell(name, real, n_syn_per_real, val, steps, seed=0, syn_only=None, base_filters=16):
     real_pairs = list(real)
     train = list(real_pairs)
     n_syn = 0
@@ -95,12 +97,14 @@ def cell(name, real, n_syn_per_real, val, steps, seed=0, syn_only=None):
         syn = synthetic(real_pairs, syn_only or n_syn_per_real * len(real_pairs), seed=seed + 1)
         n_syn = len(syn)
         train += syn
-    model = StarDist(StarDistConfig(scale=0.5), seed=seed)
+    model = StarDist(StarDistConfig(scale=0.5, base_filters=base_filters), seed=seed)
+    model.predict_scale = "auto"
     t = time.time()
     model.fit(train, None, epochs=1, steps_per_epoch=steps, seed=seed, progress=False)
     minutes = (time.time() - t) / 60
     model.optimize_thresholds(real_pairs)
     res = {"cell": name, "n_real": len(real_pairs), "n_synthetic": n_syn, "steps": steps,
+           "base_filters": base_filters,
            "train_minutes": round(minutes, 2), "thresholds": model.thresholds, **scores(model, val)}
     print(json.dumps(res), flush=True)
     return res
@@ -119,6 +123,7 @@ def main():
     ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--n-real", type=int, nargs="+", default=[5, 10, 20, 30])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--base-filters", type=int, default=16)
     ap.add_argument("--out", type=Path, default=Path("/tmp/real_vs_mixed.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -139,7 +144,8 @@ def main():
             for k in (0, 5):
                 name = f"t5 n_real={n} syn={k}"
                 if name not in done:
-                    record(cell(name, data.subset(pool5[:n]), k, val5, args.steps))
+                    record(cell(name, data.subset(pool5[:n]), k, val5, args.steps,
+                                       base_filters=args.base_filters))
     if "table3" in args.design:
         for shape in ("sphere", "cube", "rod"):
             ids = list(np.array(data.with_shape(shape).ids)[
@@ -152,12 +158,14 @@ def main():
             for k in (0, 5):
                 name = f"t3 {shape} syn={k}"
                 if name not in done:
-                    record(cell(name, data.subset(train_ids), k, val, args.steps))
+                    record(cell(name, data.subset(train_ids), k, val, args.steps,
+                                       base_filters=args.base_filters))
     if "table4" in args.design:
         for j in range(3):
             name = f"t4 source={pool5[j]} syn=50"
             if name not in done:
-                record(cell(name, data.subset([pool5[j]]), 0, val5, args.steps, syn_only=50))
+                record(cell(name, data.subset([pool5[j]]), 0, val5, args.steps, syn_only=50,
+                                base_filters=args.base_filters))
 
 
 if __name__ == "__main__":

@@ -63,3 +63,27 @@ def test_train_writes_a_loadable_model(folder, tmp_path):
 def test_predict_rejects_missing_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="input not found"):
         run(["segment", "predict", str(tmp_path / "nope.tif"), "--out", str(tmp_path / "o")])
+
+
+def test_scale_option_is_passed_to_the_model_and_checked(folder, tmp_path, monkeypatch):
+    model = StarDist(StarDistConfig(base_filters=4, feature_channels=8, unet_depth=1, n_rays=8))
+    model.save(tmp_path / "model")
+    seen = []
+    original = StarDist.predict
+
+    def spy(self, image, **kwargs):
+        seen.append(kwargs.get("scale", self.predict_scale))
+        return original(self, image, **kwargs)
+
+    monkeypatch.setattr(StarDist, "predict", spy)
+    assert run(["segment", "predict", str(folder / "images" / "im0.tif"), "--model",
+                str(tmp_path / "model"), "--out", str(tmp_path / "labels"), "--scale", "auto"]) == 0
+    assert run(["segment", "evaluate", "--model", str(tmp_path / "model"), "--images",
+                str(folder / "images"), "--masks", str(folder / "masks"), "--scale", "0.5"]) == 0
+    assert seen == ["auto", 0.5, 0.5, 0.5]
+    with pytest.raises(SystemExit):
+        run(["segment", "predict", str(folder / "images"), "--out", str(tmp_path / "x"),
+             "--scale", "big"])
+    with pytest.raises(ValueError, match="scale"):
+        run(["segment", "evaluate", "--model", str(tmp_path / "model"), "--images",
+             str(folder / "images"), "--masks", str(folder / "masks"), "--scale", "9"])

@@ -46,6 +46,7 @@ def add_cli(subparsers) -> None:
     r.add_argument("--out", type=Path, required=True, help="folder for <stem>.tif label images")
     r.add_argument("--prob-thresh", type=float, help="override the model's probability threshold")
     r.add_argument("--nms-thresh", type=float, help="override the model's NMS threshold")
+    r.add_argument("--scale", type=_scale, help=_SCALE_HELP)
     r.add_argument("--overwrite", action="store_true", help="replace existing label files")
     r.set_defaults(func=_predict)
 
@@ -54,9 +55,23 @@ def add_cli(subparsers) -> None:
     e.add_argument("--images", type=Path, required=True)
     e.add_argument("--masks", type=Path, required=True)
     e.add_argument("--iou", type=float, nargs="+", default=[0.5, 0.7], help="IoU thresholds (default 0.5 0.7)")
+    e.add_argument("--scale", type=_scale, help=_SCALE_HELP)
     e.add_argument("--csv", type=Path, help="write per-image and overall scores to this CSV")
     e.set_defaults(func=_evaluate)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+
+
+_SCALE_HELP = ("resize factor before the network, or 'auto' (try the model's scale x 1, 1/2, 2 "
+               "and keep the surest result); default: the model's own setting")
+
+
+def _scale(text: str):
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or 'auto', got {text!r}") from None
 
 
 def _pairs(images: Path, masks: Path):
@@ -123,7 +138,8 @@ def _predict(args) -> int:
     model = _load(args.model)
     args.out.mkdir(parents=True, exist_ok=True)
     for f in files:
-        mask = model.predict(read_image(f), prob_thresh=args.prob_thresh, nms_thresh=args.nms_thresh)
+        mask = model.predict(read_image(f), prob_thresh=args.prob_thresh, nms_thresh=args.nms_thresh,
+                             scale=args.scale)
         write_mask(args.out / f"{f.stem}.tif", mask, overwrite=args.overwrite)
         print(f"{f.name}: {mask.count} particles")
     return 0
@@ -132,7 +148,11 @@ def _predict(args) -> int:
 def _evaluate(args) -> int:
     from ._evaluate import evaluate
 
-    df = evaluate(_load(args.model), _pairs(args.images, args.masks), iou=args.iou)
+    model = _load(args.model)
+    if args.scale is not None:
+        model._scales(args.scale)  # a bad value fails before any image is read
+        model.predict_scale = args.scale
+    df = evaluate(model, _pairs(args.images, args.masks), iou=args.iou)
     overall = df[df.image == "all"].drop(columns="image")
     print(overall.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.csv is not None:
