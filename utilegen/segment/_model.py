@@ -64,7 +64,8 @@ class StarDist:
 
     def __repr__(self) -> str:
         return (f"StarDist(n_rays={self.config.n_rays}, grid={self.config.grid}, "
-                f"base_filters={self.config.base_filters}, thresholds={self.thresholds})")
+                f"base_filters={self.config.base_filters}, thresholds={self.thresholds}, "
+                f"scale={self.config.scale if self.predict_scale is None else self.predict_scale!r})")
 
     # ----------------------------------------------------------------- training
     def fit(self, train, val=None, *, epochs: int = 20, steps_per_epoch: int = 100,
