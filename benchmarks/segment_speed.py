@@ -59,7 +59,8 @@ def main():
     from utilegen.segment._predict import instances
 
     _, ti = timed(lambda: instances(*cands[:3], image.shape, prob_thresh=p,
-                                    nms_thresh=model.thresholds["nms"]), args.repeat)
+                                    nms_thresh=model.thresholds["nms"], scale=model.config.scale),
+                    args.repeat)
     print(f"  normalize + network + candidates: median {np.median(tn):.3f} s "
           f"({len(cands[1])} candidates); NMS + labels: median {np.median(ti):.3f} s")
     # the same weights with other settings: float32, and the network at full resolution

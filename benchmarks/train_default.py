@@ -109,7 +109,9 @@ def main():
         snap.network.load_state_dict(best_state)
         # thresholds of the model saved before (a resumed run), else StarDist's defaults
         saved = args.out / "thresholds.json"
-        snap.thresholds = json.loads(saved.read_text()) if saved.is_file() else dict(m.thresholds)
+        t = json.loads(saved.read_text()) if saved.is_file() else dict(m.thresholds)
+        snap.thresholds = {"prob": t["prob"], "nms": t["nms"]}
+        snap.predict_scale = t.get("scale", "auto")
         snap.history = m.history or []
         snap.info = {**meta, "status": f"partial: epoch {record['epoch']}, "
                      f"{record['seconds'] / 60:.1f} min", "train_minutes": record["seconds"] / 60}
@@ -126,7 +128,8 @@ def main():
     steps = sum(r["steps"] for r in model.history)
     print(f"trained {steps} steps in {train_min:.1f} min", flush=True)
     t1 = time.time()
-    thresholds = model.optimize_thresholds(val, progress=True)
+    # the shipped model predicts with scale="auto" (three network scales, the surest wins)
+    thresholds = model.optimize_thresholds(val, scale="auto", progress=True)
     print("thresholds", thresholds, f"({time.time() - t1:.0f} s)", flush=True)
     df = evaluate(model, val, iou=(0.5, 0.7))
     overall = df[df.image == "all"].set_index("iou")

@@ -136,6 +136,8 @@ def _predict(args) -> int:
     if not files:
         raise ValueError("no images found in the inputs")
     model = _load(args.model)
+    if args.scale is not None:
+        model._scales(args.scale)  # a bad value fails before any file is read or written
     args.out.mkdir(parents=True, exist_ok=True)
     for f in files:
         mask = model.predict(read_image(f), prob_thresh=args.prob_thresh, nms_thresh=args.nms_thresh,

@@ -147,8 +147,12 @@ class StarDist:
         if isinstance(scale, str):
             if scale != "auto":
                 raise ValueError(f"scale must be a number, 'auto' or None, got {scale!r}")
-            return [min(4.0, max(0.05, self.config.scale * f)) for f in AUTO_FACTORS]
-        if not isinstance(scale, (int, float, np.integer, np.floating)) or not 0.05 <= scale <= 4:
+            # dict.fromkeys: a factor clipped onto another is not run twice
+            return list(dict.fromkeys(min(4.0, max(0.05, self.config.scale * f))
+                                      for f in AUTO_FACTORS))
+        if (isinstance(scale, (bool, np.bool_))
+                or not isinstance(scale, (int, float, np.integer, np.floating))
+                or not 0.05 <= scale <= 4):
             raise ValueError(f"scale must be in [0.05, 4], 'auto' or None, got {scale!r}")
         return [float(scale)]
 
@@ -163,10 +167,13 @@ class StarDist:
         from ._predict import candidates
         from ._targets import resize_image
 
+        if scale is not None and isinstance(scale, str):
+            raise ValueError(f"scale must be a number here (one network pass), got {scale!r}")
+        (scale,) = self._scales(self.config.scale if scale is None else scale)
         if not _normalized:
             image = normalize(self._check_image(image), self.config.normalize_low,
                               self.config.normalize_high)
-        x = resize_image(image, self.config.scale if scale is None else float(scale))
+        x = resize_image(image, scale)
         return candidates(self.network, self.config, x, prob_thresh=prob_thresh,
                           tile_size=tile_size, context=context, keep_prob=keep_prob)
 
@@ -242,7 +249,8 @@ class StarDist:
         StarDist's procedure (`stardist.utils.optimize_threshold`): for each NMS threshold, a
         golden-section search of the probability threshold in ``[max_prob / 2, max_prob]``
         maximizing `measure` averaged over `iou_threshs`. The network runs once per image
-        (and `scale`, as in `predict`). Sets and returns ``self.thresholds``.
+        (and `scale`, as in `predict`). Sets and returns ``self.thresholds``; a `scale` given
+        here also becomes ``self.predict_scale``, since the thresholds were chosen for it.
         """
         from scipy.optimize import minimize_scalar
         from stardist.matching import matching_dataset
@@ -262,7 +270,8 @@ class StarDist:
             image, labels = as_image_and_labels(*get_pair(val, i), name=f"val item {i}")
             truths.append(labels)
             x = normalize(image, self.config.normalize_low, self.config.normalize_high)
-            cands.append([(s, self.predict_candidates(x, prob_thresh=0.0, scale=s,
+            # candidates below 0.05 are never chosen, and would cost memory at 3 scales
+            cands.append([(s, self.predict_candidates(x, prob_thresh=0.05, scale=s,
                                                       _normalized=True)[:3]) for s in scales])
         max_prob = max((float(c[1].max()) if len(c[1]) else 0.0) for cs in cands for _, c in cs)
         if max_prob <= 0:
@@ -299,6 +308,8 @@ class StarDist:
             if -opt.fun > best[0]:
                 best = (-opt.fun, t, float(nms))
         self.thresholds = {"prob": round(best[1], 6), "nms": best[2]}
+        if scale is not None:  # the thresholds belong to this way of predicting
+            self.predict_scale = scale
         self.info["threshold_" + measure] = round(best[0], 6)
         return dict(self.thresholds)
 

@@ -85,8 +85,9 @@ def instances(points, probs, dists, shape, *, prob_thresh: float, nms_thresh: fl
               scale: float = 1.0):
     """NMS (`stardist.nms`) on the candidates above `prob_thresh`, then a label image.
 
-    Candidates come from an image resized by `scale`: NMS runs there (overlap ratios do not
-    depend on scale) and the polygons are scaled by 1/scale onto an image of `shape`.
+    Candidates come from an image of `shape` resized by `scale`: NMS runs there (overlap
+    ratios do not depend on scale) and the polygons are mapped back onto `shape` (pixel
+    centres aligned, per-axis factors of the rounded resized size).
 
     Returns ``(labels (H, W) int32, polygons)`` where polygons is a dict with ``coord``
     (K, 2, n_rays), ``points`` (K, 2) and ``prob`` (K,) in label order (label i+1 = entry i).
@@ -102,9 +103,13 @@ def instances(points, probs, dists, shape, *, prob_thresh: float, nms_thresh: fl
     # polygons_to_label paints in ascending probability: label k belongs to the k-th lowest
     order = np.argsort(probs, kind="stable")
     points, probs, dists = points[order], probs[order], dists[order]
-    if scale != 1:
-        points = points / scale
-    s = (1 / scale, 1 / scale)
+    s = (1.0, 1.0)
+    if scale != 1:  # pixel centres of the resized image onto the original (as cv2.resize)
+        from ._targets import _size
+
+        small = _size(shape, scale, None)
+        s = (shape[0] / small[0], shape[1] / small[1])
+        points = (points + 0.5) * np.array(s) - 0.5
     labels = polygons_to_label(dists, points, shape=shape, prob=probs, scale_dist=s)
     coord = (dist_to_coord(dists, points, scale_dist=s) if len(points)
              else np.zeros((0, 2, dists.shape[1])))
