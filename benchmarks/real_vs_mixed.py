@@ -117,8 +117,42 @@ def baseline(name, val):
     return res
 
 
+PAPER = {  # UTILE-Gen paper, F1 in % (DESIGN.md): Table 5 spheres, Table 3 per class
+    "t5 n_real=5": (36, 74), "t5 n_real=10": (63, 86), "t5 n_real=20": (77, 88),
+    "t5 n_real=30": (88, 92), "t3 cube": (79, 84), "t3 sphere": (84, 93), "t3 rod": (87, 93)}
+
+
+def markdown(results) -> str:
+    """The recorded cells as Markdown tables (real vs mixed side by side, with the paper)."""
+    by = {r["cell"]: r for r in results}
+    lines = ["| cell | real only F1@0.5 / @0.7 (P, R) | + synthetic F1@0.5 / @0.7 (P, R) | "
+             "paper F1 real → mixed | train min real / mixed |", "|---|---|---|---|---|"]
+
+    def fmt(r):
+        return (f"{r['f1_50']:.2f} / {r['f1_70']:.2f} ({r['precision_50']:.2f}, "
+                f"{r['recall_50']:.2f})") if r else "not run"
+
+    for key in PAPER:
+        real, mixed = by.get(f"{key} syn=0"), by.get(f"{key} syn=5")
+        if real or mixed:
+            n_syn = f" (+{mixed['n_synthetic']} synthetic)" if mixed else ""
+            lines.append(f"| {key}{n_syn} | {fmt(real)} | {fmt(mixed)} | {PAPER[key][0]} → "
+                         f"{PAPER[key][1]} | {real['train_minutes'] if real else '-'} / "
+                         f"{mixed['train_minutes'] if mixed else '-'} |")
+    for r in results:
+        if r["cell"].startswith("t4"):
+            lines.append(f"| {r['cell']} (1 real + {r['n_synthetic']}) | - | {fmt(r)} | 73-92 | "
+                         f"- / {r['train_minutes']} |")
+    for r in results:
+        if "baseline" in r["cell"]:
+            lines.append(f"| {r['cell']}: Otsu + watershed | {fmt(r)} | | | |")
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--table", type=Path, nargs="+",
+                    help="print the results in these --out files as Markdown and exit")
     ap.add_argument("--design", choices=["table5", "table3", "table4"], nargs="+", default=["table5"])
     ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--n-real", type=int, nargs="+", default=[5, 10, 20, 30])
@@ -126,6 +160,9 @@ def main():
     ap.add_argument("--base-filters", type=int, default=16)
     ap.add_argument("--out", type=Path, default=Path("/tmp/real_vs_mixed.json"))
     args = ap.parse_args()
+    if args.table:
+        print(markdown([r for f in args.table for r in json.loads(f.read_text())]))
+        return
     torch.set_num_threads(args.threads)
     data = emps(EMPS_ROOT)
     results = json.loads(args.out.read_text()) if args.out.is_file() else []
