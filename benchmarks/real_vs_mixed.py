@@ -45,18 +45,13 @@ def synthetic(pairs, n, seed):
     particles = ParticlePool.from_pairs(pairs).without_border().without_small(0.6)
     if len(particles) == 0:  # every particle touches the border: keep them
         particles = ParticlePool.from_pairs(pairs)
+    # particles that could not fit the 512² canvas at the largest scale (1.33) are left out
+    particles = particles.without_larger_than(512 / 1.33 - 4)
     backgrounds = BackgroundPool.from_pairs(pairs)
     comp = Compositor(image_size=512, same_source=True, particles_per_image=(5, 40),
                       scale=(0.75, 1.33))
-    ds = SyntheticDataset(particles, backgrounds, compositor=comp, length=20 * n, seed=seed)
-    out, i = [], 0
-    while len(out) < n and i < len(ds):
-        try:  # an occasional particle is larger than the canvas: skip that item
-            out.append(ds.pair(i))
-        except ValueError:
-            pass
-        i += 1
-    return out
+    ds = SyntheticDataset(particles, backgrounds, compositor=comp, length=n, seed=seed)
+    return [ds.pair(i) for i in range(n)]
 
 
 def otsu_watershed(image: np.ndarray) -> InstanceMask:
