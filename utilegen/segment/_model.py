@@ -215,18 +215,17 @@ class StarDist:
         scales = self._scales(scale)
         image = self._check_image(image)
         x = normalize(image, self.config.normalize_low, self.config.normalize_high)
-        best = None
+        results = []
         for s in scales:
             points, probs, dists, prob_map = self.predict_candidates(
                 x, prob_thresh=p, scale=s, tile_size=tile_size, context=context,
                 keep_prob=return_details, _normalized=True)
             labels, details = instances(points, probs, dists, image.shape, prob_thresh=p,
                                         nms_thresh=n, scale=s)
-            quality = _mean_prob(details["prob"])
-            if best is None or quality > best[0]:
-                best = (quality, labels, {**details, "prob_map": prob_map, "scale": s})
-        mask = InstanceMask(best[1])
-        return (mask, best[2]) if return_details else mask
+            results.append((labels, {**details, "prob_map": prob_map, "scale": s}))
+        labels, details = _surest(results)
+        mask = InstanceMask(labels)
+        return (mask, details) if return_details else mask
 
     def predict_many(self, images, *, progress: bool = False, **kwargs) -> list[InstanceMask]:
         """`predict` for each image of a sequence (or any dataset of pairs: images are used)."""
@@ -279,13 +278,8 @@ class StarDist:
         bracket = (max_prob / 2, max_prob)
 
         def predict(cs, shape, t, nms):  # as `predict`: the scale with the surest instances
-            best = None
-            for s, c in cs:
-                labels, details = instances(*c, shape, prob_thresh=t, nms_thresh=nms, scale=s)
-                q = _mean_prob(details["prob"])
-                if best is None or q > best[0]:
-                    best = (q, labels)
-            return best[1]
+            return _surest([instances(*c, shape, prob_thresh=t, nms_thresh=nms, scale=s)
+                            for s, c in cs])[0]
 
         best = (-np.inf, None, None)
         for nms in nms_threshs:
@@ -382,6 +376,7 @@ class StarDist:
         return cls.load(path)
 
 
-def _mean_prob(probs) -> float:
-    """Mean object probability of the kept instances (-1 when there are none)."""
-    return float(np.mean(probs)) if len(probs) else -1.0
+def _surest(results):
+    """Of ``(labels, details)`` results at several scales, the one whose instances have the
+    highest mean probability (-1 for none); the first one on ties."""
+    return max(results, key=lambda r: float(np.mean(r[1]["prob"])) if len(r[1]["prob"]) else -1.0)
