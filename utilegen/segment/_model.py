@@ -167,7 +167,7 @@ class StarDist:
         from ._predict import candidates
         from ._targets import resize_image
 
-        if scale is not None and isinstance(scale, str):
+        if isinstance(scale, str):
             raise ValueError(f"scale must be a number here (one network pass), got {scale!r}")
         (scale,) = self._scales(self.config.scale if scale is None else scale)
         if not _normalized:
