@@ -244,3 +244,58 @@ def test_calibrated_tiff_supplies_its_pixel_size(client, tmp_path):
     d = sorted(row[result["images"][0]["columns"].index("equivalent_diameter")]
                for row in result["images"][0]["rows"])
     np.testing.assert_allclose(d, [2 * 10 * 0.25, 2 * 12 * 0.25], rtol=0.07)
+
+
+class _AbortOnMarker:
+    """Crashes its process natively (as an escaped C++ exception does) on a marked image."""
+
+    def predict(self, image):
+        import os
+
+        from utilegen import InstanceMask
+
+        image = np.asarray(image)
+        if int(image.flat[0]) == 13:
+            os.abort()
+        from scipy import ndimage
+
+        return InstanceMask(ndimage.label(image < 100)[0].astype(np.uint16))
+
+
+def test_an_image_that_crashes_native_code_fails_alone_and_the_server_goes_on(tmp_path):
+    import cv2
+
+    marked = cv2.imdecode(np.frombuffer(png_bytes(), np.uint8), cv2.IMREAD_GRAYSCALE)
+    marked[0, 0] = 13
+    crash = cv2.imencode(".png", marked)[1].tobytes()
+    app = create_app(segmenter=_AbortOnMarker(), max_files=3, workdir=tmp_path / "work")
+    with TestClient(app) as client:
+        r = upload(client, [("good.png", png_bytes(), "image/png"),
+                            ("crash.png", crash, "image/png"),
+                            ("also-good.png", png_bytes(disks=((50, 50, 15),)), "image/png")])
+        state = wait(client, r.json()["url"], timeout=120)
+        assert state["status"] == "done", state
+        result = state["result"]
+        assert [im["particles"] for im in result["images"]] == [2, 1]
+        assert "crash" in str(result.get("errors")) and "crashed" in str(result.get("errors"))
+        # the next user is served by a fresh worker
+        state = wait(client, upload(client, [("x.png", png_bytes(), "image/png")]).json()["url"],
+                     timeout=120)
+        assert state["status"] == "done" and state["result"]["particles"] == 2
+
+
+def test_flat_image_with_one_small_feature_is_analyzed_by_the_default_model(tmp_path):
+    import cv2
+
+    flat = np.full((128, 128), 100, np.uint8)
+    flat[60:64, 60:64] = 200  # p1 == p99.8: the input that used to abort the process
+    data = cv2.imencode(".png", flat)[1].tobytes()
+    try:
+        app = create_app(workdir=tmp_path / "work")
+    except FileNotFoundError:
+        pytest.skip("the shipped model is not installed")
+    with TestClient(app) as client:
+        r = upload(client, [("flat.png", data, "image/png"), ("disks.png", png_bytes(), "image/png")])
+        state = wait(client, r.json()["url"], timeout=300)
+        assert state["status"] == "done", state
+        assert len(state["result"]["images"]) == 2

@@ -66,6 +66,10 @@ def add_cli(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out folder, replacing files of the same name")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-isolate", action="store_true",
+                   help="analyze in this process instead of a worker process (by default a "
+                        "native crash on one image fails that image alone; this saves the "
+                        "worker's few seconds of start-up)")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="analyze on a Dask cluster, e.g. tcp://10.0.0.5:8786 (needs "
                         "utilegen[distributed]; the images must be readable by the workers)")
@@ -106,7 +110,7 @@ def _analyze(args) -> int:
         with Client(args.scheduler) as client:
             report = analyze(args.images, client=client, **kwargs)
     else:
-        report = analyze(args.images, **kwargs)
+        report = analyze(args.images, isolate=not args.no_isolate, **kwargs)
     for name, message in report.errors:
         print(f"skipped {name}: {message}", file=sys.stderr)
     for warning in report.warnings:

@@ -27,6 +27,7 @@ from .masks import InstanceMask
 __all__ = [
     "DISTRIBUTION_COLUMNS",
     "SIZE_COLUMN",
+    "IsolatedWorker",
     "Report",
     "ThresholdSegmenter",
     "analyze",
@@ -587,7 +588,8 @@ def _empty_particles():
 def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | None = None,
             unit: str = "nm", exclude_border: bool = True, ids: Iterable[str] | None = None,
             progress: bool = False,
-            callback: Callable[[int, int, str], None] | None = None, client=None) -> Report:
+            callback: Callable[[int, int, str], None] | None = None, client=None,
+            isolate=False) -> Report:
     """Segment, measure and classify micrographs: the whole UTILE-Gen analysis in one call.
 
     Parameters
@@ -659,7 +661,15 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | None
     units_by_column: dict = {}
     bar = tqdm(total=len(sources), desc="analyzing", unit="image", disable=not progress)
     settings_one = {"pixel_size": pixel_size, "unit": unit, "exclude_border": exclude_border}
-    if client is None:
+    if client is not None and isolate:
+        raise ValueError("pass either client= (Dask) or isolate=, not both")
+    own_worker = None
+    if isinstance(isolate, IsolatedWorker):
+        outcomes = isolate.map(id_list, sources, model, shape_classifier, settings_one)
+    elif isolate:
+        own_worker = IsolatedWorker()
+        outcomes = own_worker.map(id_list, sources, model, shape_classifier, settings_one)
+    elif client is None:
         outcomes = (_analyze_one(i, s, model, shape_classifier, **settings_one)
                     for i, s in zip(id_list, sources))
     else:
@@ -678,6 +688,8 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | None
         masks[image_id], read[image_id] = outcome["mask"], outcome["image"]
         classes[image_id], calibration[image_id] = outcome["class"], outcome["calibration"]
     bar.close()
+    if own_worker is not None:
+        own_worker.close()
     # Reports list images in input order, whatever order the workers finished in.
     order = {image_id: k for k, image_id in enumerate(id_list)}
     tables.sort(key=lambda t: order[t["image_id"].iloc[0]] if len(t) else -1)
@@ -754,6 +766,73 @@ def _map_on_dask(client, id_list, sources, model, shape_classifier, settings):
                          [remote_classifier] * len(sources), pure=False, retries=2, **settings)
     for future in as_completed(futures):
         yield future.result()
+
+
+class IsolatedWorker:
+    """A worker process that runs `analyze` one image at a time, restarted after a crash.
+
+    Native code (NMS, OpenCV, image decoders) can abort the whole process on a bad input;
+    no Python ``try`` catches that. In the worker such a crash fails only the image it
+    was on: `map` reports it as that image's error, starts a new worker and goes on. The
+    worker keeps the models it was last sent, so a server pays for starting it (a few
+    seconds) once, not per request. Not thread-safe: one `map` at a time.
+    """
+
+    def __init__(self):
+        self._pool = None
+        self._models = None
+
+    def _start(self, model, shape_classifier):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: a fresh interpreter (a fork of a threaded server, torch included, can hang)
+        self._pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"),
+                                         initializer=_worker_init,
+                                         initargs=(model, shape_classifier))
+        self._models = (model, shape_classifier)
+
+    def map(self, id_list, sources, model, shape_classifier, settings):
+        """Yield `_analyze_one` outcomes in input order, each computed in the worker."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        for image_id, source in zip(id_list, sources):
+            if self._pool is None or self._models is None or \
+                    self._models[0] is not model or self._models[1] is not shape_classifier:
+                self.close()
+                self._start(model, shape_classifier)
+            try:
+                yield self._pool.submit(_worker_analyze, image_id, source, settings).result()
+            except BrokenProcessPool:
+                self.close()
+                name = str(source) if isinstance(source, Path) else image_id
+                yield {"id": image_id, "name": name,
+                       "error": "the analysis of this image crashed its worker process (a "
+                                "native error); the other images are not affected"}
+
+    def close(self) -> None:
+        """Stop the worker process (a later `map` starts a new one)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = self._models = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+_WORKER_MODELS: tuple = (None, None)
+
+
+def _worker_init(model, shape_classifier) -> None:
+    global _WORKER_MODELS
+    _WORKER_MODELS = (model, shape_classifier)
+
+
+def _worker_analyze(image_id, source, settings) -> dict:
+    return _analyze_one(image_id, source, *_WORKER_MODELS, **settings)
 
 
 # ----------------------------------------------------------------------------- baseline

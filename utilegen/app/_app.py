@@ -123,7 +123,7 @@ async def _json_response(send, status: int, detail: str) -> None:
 def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
                max_bytes: int = 25 * 1024 * 1024, max_pixels: int = 64_000_000,
                max_jobs: int = 100, job_ttl: float = 6 * 3600, workdir=None,
-               exclude_border: bool = True):
+               exclude_border: bool = True, isolate: bool = True):
     """The utilegen web app (a FastAPI application; run it with uvicorn).
 
     Parameters
@@ -145,6 +145,10 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
     workdir : path, optional
         Where uploads and results are kept (default: a new temporary folder, removed when
         the app shuts down).
+    isolate : bool
+        Analyze images in a worker process (default), so that an image that crashes
+        native code fails alone and the server keeps serving; False runs them in the
+        server's own process (for tests and debugging).
 
     Each upload becomes a job with a random id (uuid4); its results are served only
     under that id, so users never see each other's images or numbers. Uploaded files are
@@ -155,7 +159,7 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
     from starlette.concurrency import run_in_threadpool
 
-    from ..analyze import _unique, analyze, load_classifier, load_segmenter
+    from ..analyze import IsolatedWorker, _unique, analyze, load_classifier, load_segmenter
 
     for name, value in (("max_files", max_files), ("max_bytes", max_bytes),
                         ("max_pixels", max_pixels), ("max_jobs", max_jobs)):
@@ -170,11 +174,16 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
     lock = threading.Lock()
     # One analysis at a time: the model already uses every core.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="utilegen-analyze")
+    # Each image is analyzed in a worker process: a native crash on one uploaded image
+    # fails that image alone, never the server (the worker is restarted).
+    worker = IsolatedWorker() if isolate else None
 
     @asynccontextmanager
     async def lifespan(app):
         yield
         executor.shutdown(wait=False, cancel_futures=True)
+        if worker is not None:
+            worker.close()
         if own_workdir:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -219,7 +228,8 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
         try:
             report = analyze(images, segmenter=model, classifier=shape_classifier,
                              pixel_size=job.pixel_size, unit=job.unit,
-                             exclude_border=exclude_border, ids=job.names, callback=progress)
+                             exclude_border=exclude_border, ids=job.names, callback=progress,
+                             isolate=worker if worker is not None else False)
             out = report.save(job.folder / "report")
             job.result = _result(job, report, out)
             job.status = "done"

@@ -78,7 +78,22 @@ def candidates(net, config: StarDistConfig, image: np.ndarray, *, prob_thresh: f
     points = np.concatenate(pts).astype(np.int64) if pts else np.zeros((0, 2), np.int64)
     probs = np.concatenate(probs) if probs else np.zeros(0, np.float32)
     dists = np.concatenate(dists) if dists else np.zeros((0, n), np.float32)
-    return points, probs, np.maximum(dists, 1e-3), prob_map
+    points, probs, dists = bounded(points, probs, dists, (h, w))
+    return points, probs, dists, prob_map
+
+
+def bounded(points, probs, dists, shape):
+    """Candidates safe for native NMS: non-finite ones dropped, distances in [1e-3, diagonal].
+
+    `stardist.nms` (Clipper, C++) aborts the whole process on absurd polygons (distances
+    of 1e23 from a degenerate input), which no Python ``try`` can catch; no polygon of a
+    real instance reaches beyond the image diagonal.
+    """
+    ok = np.isfinite(probs) & np.isfinite(dists).all(axis=1)
+    if not ok.all():
+        points, probs, dists = points[ok], probs[ok], dists[ok]
+    diagonal = float(np.hypot(*shape))
+    return points, probs, np.clip(dists, 1e-3, max(diagonal, 1.0))
 
 
 def instances(points, probs, dists, shape, *, prob_thresh: float, nms_thresh: float,

@@ -1,0 +1,203 @@
+"""Fault and abuse cases: degenerate images never take the process down, and a native crash
+in one image fails that image alone (issue: robustness).
+
+The critical case: a flat image with one small feature has equal 1st and 99.8th
+percentiles. Percentile normalization used to divide by ~1e-20, the network then
+predicted distances of ~1e23, and stardist's Clipper NMS aborted the whole process (a C++
+exception no Python ``try`` can catch). A regression here kills the test worker, which
+pytest-xdist reports as a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from utilegen import InstanceMask
+from utilegen.segment import normalize
+
+torch = pytest.importorskip("torch")
+
+
+def flat_with_feature(dtype, shape=(96, 96)) -> np.ndarray:
+    """A flat background with one 4x4 feature: under 1 % of the area, so p1 == p99.8."""
+    if np.issubdtype(dtype, np.floating):
+        img = np.full(shape, 0.25, dtype)
+        img[40:44, 40:44] = 0.75
+    else:
+        top = np.iinfo(dtype).max
+        img = np.full(shape, top // 3, dtype)
+        img[40:44, 40:44] = top // 3 * 2
+    return img
+
+
+def degenerate_images() -> dict[str, np.ndarray]:
+    nan = np.full((64, 64), np.nan, np.float32)
+    some_inf = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    some_inf[10:20, 10:20] = np.inf
+    some_inf[30:32, 30:32] = -np.inf
+    some_nan = some_inf.copy()
+    some_nan[50:60, 50:60] = np.nan
+    return {
+        "flat uint8": flat_with_feature(np.uint8), "flat uint16": flat_with_feature(np.uint16),
+        "flat float32": flat_with_feature(np.float32),
+        "flat float64": flat_with_feature(np.float64) * 1e-30,  # tiny but real contrast
+        "constant": np.full((64, 64), 7, np.uint8), "all nan": nan,
+        "inf pixels": some_inf, "nan and inf pixels": some_nan,
+        "huge floats": np.where(flat_with_feature(np.float64) > 0.5, 1e300, -1e300),
+        "2x2": np.array([[0, 255], [255, 0]], np.uint8),
+    }
+
+
+# -------------------------------------------------------------------- normalization
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_normalize_flat_image_with_small_feature_uses_min_max(dtype):
+    x = normalize(flat_with_feature(dtype))
+    assert x.dtype == np.float32 and np.isfinite(x).all()
+    # percentiles coincide: the full range maps background to 0 and the feature to 1
+    assert x[0, 0] == pytest.approx(0) and x[41, 41] == pytest.approx(1)
+
+
+def test_normalize_constant_and_non_finite_images_are_finite_and_bounded():
+    assert (normalize(np.full((10, 10), 3.5)) == 0).all()
+    assert (normalize(np.full((10, 10), np.nan)) == 0).all()
+    img = np.arange(100, dtype=np.float64).reshape(10, 10)
+    img[0, 0], img[0, 1], img[0, 2] = np.nan, np.inf, -np.inf
+    x = normalize(img)
+    assert np.isfinite(x).all() and np.abs(x).max() <= 1000
+    # the finite pixels keep their order and the usual percentile scaling
+    assert x[9, 9] > x[5, 5] > x[1, 1]
+    for value in degenerate_images().values():
+        y = normalize(value)
+        assert np.isfinite(y).all() and np.abs(y).max() <= 1000
+
+
+def test_normal_images_normalize_as_before():
+    rng = np.random.default_rng(0)
+    img = rng.normal(100, 20, (50, 60))
+    lo, hi = np.percentile(img, (1, 99.8))
+    np.testing.assert_allclose(normalize(img), ((img - lo) / (hi - lo)).astype(np.float32),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_candidates_are_finite_and_bounded_before_nms():
+    from utilegen.segment._predict import bounded
+
+    pts = np.array([[1, 1], [2, 2], [3, 3], [4, 4]])
+    probs = np.array([0.9, np.nan, 0.8, 0.7], np.float32)
+    dists = np.ones((4, 8), np.float32)
+    dists[0] = 1e23
+    dists[3, 2] = np.inf
+    p, pr, d = bounded(pts, probs, dists, (30, 40))
+    assert p.tolist() == [[1, 1], [3, 3]]  # NaN prob and inf distance dropped
+    assert d.max() == pytest.approx(50.0) and d.min() >= 1e-3  # clipped to the diagonal
+
+
+# ------------------------------------------------------------------------ predict
+@pytest.fixture(scope="module")
+def default_model():
+    from utilegen.segment import StarDist
+
+    try:
+        return StarDist.pretrained("emps")
+    except FileNotFoundError:
+        pytest.skip("the shipped model is not installed")
+
+
+@pytest.mark.parametrize("name", list(degenerate_images()))
+def test_predict_survives_degenerate_images(default_model, name):
+    image = degenerate_images()[name]
+    for scale in (1.0, "auto"):
+        mask = default_model.predict(image, scale=scale)
+        assert isinstance(mask, InstanceMask) and mask.shape == image.shape
+
+
+def test_predict_rejects_1x1_with_a_clear_error(default_model):
+    with pytest.raises(ValueError, match="too small"):
+        default_model.predict(np.zeros((1, 1), np.uint8))
+
+
+def test_flat_image_in_a_fresh_process_does_not_abort():
+    """The exact report: the shipped model on a flat uint8 image with one small particle."""
+    code = ("import numpy as np; from utilegen.segment import StarDist\n"
+            "img = np.full((256, 256), 100, np.uint8); img[120:126, 120:126] = 200\n"
+            "m = StarDist.pretrained('emps')\n"
+            "print(m.predict(img, scale=1.0).count, m.predict(img, scale='auto').count)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------ analyze
+def good_image() -> np.ndarray:
+    yy, xx = np.mgrid[:96, :96]
+    img = np.full((96, 96), 200, np.uint8)
+    img[(yy - 40) ** 2 + (xx - 40) ** 2 <= 100] = 40
+    return img
+
+
+def test_analyze_reports_every_image_of_a_degenerate_batch(default_model):
+    from utilegen.analyze import analyze
+
+    bad = degenerate_images()
+    images = [good_image(), *bad.values(), np.zeros((1, 1), np.uint8), good_image()]
+    ids = ["good-1", *[n.replace(" ", "-") for n in bad], "1x1", "good-2"]
+    report = analyze(images, segmenter=default_model, ids=ids)
+    failed = {i for i, _ in report.errors}
+    assert failed == {"1x1"}, report.errors  # a clear per-image error, not a crash
+    assert "too small" in dict(report.errors)["1x1"]
+    assert set(report.ids) == set(ids) - {"1x1"}
+    assert {"good-1", "good-2"} <= set(report.ids)
+
+
+class AbortOnMarker:
+    """A segmenter that crashes its process natively on images whose first pixel is 13."""
+
+    def predict(self, image):
+        if int(np.asarray(image).flat[0]) == 13:
+            os.abort()  # what a C++ exception escaping NMS does
+        from scipy import ndimage
+
+        return InstanceMask(ndimage.label(np.asarray(image) < 100)[0].astype(np.uint16))
+
+
+def test_isolated_analyze_survives_a_native_crash_on_one_image():
+    from utilegen.analyze import IsolatedWorker, analyze
+
+    crash = good_image()
+    crash[0, 0] = 13
+    with IsolatedWorker() as worker:
+        report = analyze([good_image(), crash, good_image()], segmenter=AbortOnMarker(),
+                         ids=["a", "crash", "b"], isolate=worker)
+        assert report.ids == ["a", "b"]
+        assert [i for i, _ in report.errors] == ["crash"]
+        assert "crashed" in report.errors[0][1]
+        assert report.count("a") == report.count("b") == 1
+        # the restarted worker keeps serving later calls
+        again = analyze([good_image()], segmenter=AbortOnMarker(), isolate=worker)
+        assert again.count(again.ids[0]) == 1
+
+
+def test_cli_analyze_writes_a_report_despite_degenerate_images(tmp_path):
+    import tifffile
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "good.tif", good_image())
+    tifffile.imwrite(folder / "flat8.tif", flat_with_feature(np.uint8))
+    tifffile.imwrite(folder / "flat16.tif", flat_with_feature(np.uint16))
+    tifffile.imwrite(folder / "allnan.tif", np.full((64, 64), np.nan, np.float32))
+    tifffile.imwrite(folder / "tiny.tif", np.zeros((1, 1), np.uint8))
+    out = tmp_path / "report"
+    r = subprocess.run([sys.executable, "-m", "utilegen", "analyze", str(folder), "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 3, r.stderr[-2000:]  # 3: some images were skipped (documented)
+    assert "tiny.tif: image is too small" in r.stderr
+    import pandas as pd
+
+    summary = pd.read_csv(out / "summary.csv")
+    assert {"good", "flat8", "flat16", "allnan"} <= set(summary["image_id"].astype(str))
+    assert "tiny" in (out / "errors.csv").read_text()
