@@ -71,7 +71,8 @@ class StarDist:
     def fit(self, train, val=None, *, epochs: int = 20, steps_per_epoch: int = 100,
             batch_size: int | None = None, time_limit: float | None = None, seed=0,
             checkpoint_dir=None, resume=None, progress: bool = True,
-            n_val_patches: int | None = None, callback=None) -> list[dict]:
+            n_val_patches: int | None = None, callback=None, device=None,
+            workers: int = 0) -> list[dict]:
         """Train on `train` (any dataset of ``(image, InstanceMask)`` items) and keep the best.
 
         Parameters
@@ -97,6 +98,14 @@ class StarDist:
         callback : callable, optional
             Called after every epoch as ``callback(record, model, best_state)`` (e.g. to save
             the best weights so far: ``best_state`` is a network state dict or None).
+        device : str, optional
+            Where to train: None (the CPU), ``"auto"`` (a CUDA GPU when there is one),
+            ``"cpu"`` or ``"cuda[:N]"``. The trained network is returned on the CPU.
+        workers : int
+            Worker processes that make training patches (their star-distance targets are
+            CPU-bound); 0 makes them in a background thread. Use several with a GPU,
+            which otherwise waits for patches. Batch k of epoch e is then drawn from
+            ``(seed, e, k)``, the same for any number of workers.
 
         Returns the history: one dict per epoch with losses, learning rate and time.
         """
@@ -112,7 +121,8 @@ class StarDist:
         self.history = _fit(self, train, val, epochs=int(epochs), steps_per_epoch=int(steps_per_epoch),
                             batch_size=batch_size, time_limit=time_limit, seed=seed,
                             checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
-                            n_val_patches=n_val_patches, callback=callback)
+                            n_val_patches=n_val_patches, callback=callback, device=device,
+                            workers=int(workers))
         return self.history
 
     # --------------------------------------------------------------- prediction
@@ -248,15 +258,19 @@ class StarDist:
         StarDist's procedure (`stardist.utils.optimize_threshold`): for each NMS threshold, a
         golden-section search of the probability threshold in ``[max_prob / 2, max_prob]``
         maximizing `measure` averaged over `iou_threshs`. The network runs once per image
-        (and `scale`, as in `predict`). Sets and returns ``self.thresholds``; a `scale` given
-        here also becomes ``self.predict_scale``, since the thresholds were chosen for it.
+        (and `scale`, as in `predict`), and NMS once per image and NMS threshold: greedy
+        NMS at a higher probability threshold keeps exactly the candidates above it of
+        the run at the lowest one, so each probability tried costs only rendering and
+        matching (dense images used to spend minutes in NMS here). Sets and returns
+        ``self.thresholds``; a `scale` given here also becomes ``self.predict_scale``,
+        since the thresholds were chosen for it.
         """
         from scipy.optimize import minimize_scalar
         from stardist.matching import matching_dataset
 
         from ..datasets import get_pair
         from ._data import as_image_and_labels
-        from ._predict import instances
+        from ._predict import above, render, suppress
 
         valid = {"accuracy", "f1", "precision", "recall", "panoptic_quality", "mean_matched_score"}
         if measure not in valid:
@@ -277,18 +291,17 @@ class StarDist:
             raise ValueError("the model predicts no foreground on the validation images")
         bracket = (max_prob / 2, max_prob)
 
-        def predict(cs, shape, t, nms):  # as `predict`: the scale with the surest instances
-            return _surest([instances(*c, shape, prob_thresh=t, nms_thresh=nms, scale=s)
-                            for s, c in cs])[0]
-
         best = (-np.inf, None, None)
         for nms in nms_threshs:
+            kept = [[(s, suppress(*c, prob_thresh=bracket[0], nms_thresh=nms)) for s, c in cs]
+                    for cs in cands]
             cache: dict = {}
 
-            def score(t, cache=cache, nms=nms):
+            def score(t, cache=cache, kept=kept):
                 t = float(np.clip(t, *bracket))
-                if t not in cache:
-                    preds = [predict(cs, y.shape, t, nms) for cs, y in zip(cands, truths)]
+                if t not in cache:  # as `predict`: the scale with the surest instances
+                    preds = [_surest([render(*above(k, t), y.shape, scale=s) for s, k in ks])[0]
+                             for ks, y in zip(kept, truths)]
                     stats = matching_dataset(truths, preds, thresh=list(iou_threshs),
                                              show_progress=False)
                     cache[t] = float(np.mean([getattr(s, measure) for s in stats]))

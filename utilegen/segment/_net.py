@@ -123,5 +123,9 @@ def use_bf16(enabled: bool) -> bool:
         return False
 
 
-def autocast(enabled: bool):
+def autocast(enabled: bool, device_type: str = "cpu"):
+    """bfloat16 autocast for the convolutions: on a CUDA device when asked for, on the CPU
+    when asked for and supported (`use_bf16`)."""
+    if device_type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16(enabled))

@@ -107,7 +107,18 @@ def instances(points, probs, dists, shape, *, prob_thresh: float, nms_thresh: fl
     Returns ``(labels (H, W) int32, polygons)`` where polygons is a dict with ``coord``
     (K, 2, n_rays), ``points`` (K, 2) and ``prob`` (K,) in label order (label i+1 = entry i).
     """
-    from stardist.geometry import dist_to_coord, polygons_to_label
+    kept = suppress(points, probs, dists, prob_thresh=prob_thresh, nms_thresh=nms_thresh)
+    return render(*kept, shape, scale=scale)
+
+
+def suppress(points, probs, dists, *, prob_thresh: float, nms_thresh: float):
+    """Greedy NMS of the candidates above `prob_thresh`: the kept ``(points, probs, dists)``.
+
+    Greedy NMS visits candidates by decreasing probability and a candidate is removed only
+    by a kept one of higher probability, so the result at any higher threshold t is exactly
+    this result's candidates with probability above t (`above`): a threshold search
+    runs NMS once, not once per threshold.
+    """
     from stardist.nms import non_maximum_suppression_sparse
 
     keep = probs > prob_thresh
@@ -115,6 +126,20 @@ def instances(points, probs, dists, shape, *, prob_thresh: float, nms_thresh: fl
     if len(points):
         points, probs, dists, _ = non_maximum_suppression_sparse(
             dists, probs, points, nms_thresh=nms_thresh, verbose=False)
+    return points, probs, dists
+
+
+def above(kept, prob_thresh: float):
+    """The part of a `suppress` result with probability above `prob_thresh`."""
+    points, probs, dists = kept
+    keep = probs > prob_thresh
+    return points[keep], probs[keep], dists[keep]
+
+
+def render(points, probs, dists, shape, *, scale: float = 1.0):
+    """Label image and polygon details of kept candidates (see `instances`)."""
+    from stardist.geometry import dist_to_coord, polygons_to_label
+
     # polygons_to_label paints in ascending probability: label k belongs to the k-th lowest
     order = np.argsort(probs, kind="stable")
     points, probs, dists = points[order], probs[order], dists[order]

@@ -45,9 +45,26 @@ def stardist_loss(prob_logit, dist_pred, prob_true, dist_true, *, dist_weight: f
     return prob_loss + dist_weight * dist_loss, prob_loss, dist_loss
 
 
-def _to_torch(batch):
+def _to_torch(batch, device=None):
     x, prob, dist = (torch.from_numpy(a) for a in batch)
+    if device is not None and device.type != "cpu":
+        x, prob, dist = (t.to(device, non_blocking=True) for t in (x, prob, dist))
     return x.contiguous(memory_format=torch.channels_last), prob, dist
+
+
+def resolve_device(device) -> torch.device:
+    """`device` as a torch.device: None is the CPU, "auto" a CUDA GPU when there is one."""
+    if device is None:
+        return torch.device("cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be None, 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: no CUDA GPU is available here")
+    return dev
 
 
 def _prefetch(sampler, rng, batch_size: int, n: int, stop: threading.Event):
@@ -84,11 +101,42 @@ def _prefetch(sampler, rng, batch_size: int, n: int, stop: threading.Event):
                 pass
 
 
+_WORKER_SAMPLER = None
+
+
+def _worker_init(sampler) -> None:
+    global _WORKER_SAMPLER
+    _WORKER_SAMPLER = sampler
+
+
+def _worker_batch(args):
+    seed, epoch, step, batch_size = args
+    return _WORKER_SAMPLER.batch(np.random.default_rng([seed, epoch, step]), batch_size)
+
+
+def _parallel(pool, seed: int, epoch: int, batch_size: int, n: int, window: int):
+    """Make `n` batches in worker processes, at most `window` ahead of the consumer.
+
+    Batch k of an epoch is drawn from ``default_rng([seed, epoch, k])``: the same batches
+    whatever the number of workers.
+    """
+    from collections import deque
+
+    pending: deque = deque()
+    for step in range(n):
+        pending.append(pool.apply_async(_worker_batch, ((seed, epoch, step, batch_size),)))
+        if len(pending) >= window:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
 def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int | None,
         time_limit: float | None, seed, checkpoint_dir, resume, progress: bool,
-        n_val_patches: int | None, callback=None):
+        n_val_patches: int | None, callback=None, device=None, workers: int = 0):
     cfg = model.config
-    net = model.network.to(memory_format=torch.channels_last)
+    dev = resolve_device(device)
+    net = model.network.to(dev, memory_format=torch.channels_last)
     rank, world_size = world()
     main = rank == 0
     progress = progress and main
@@ -107,7 +155,8 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
         vrng = np.random.default_rng(20230)  # independent of the training seed
         n_val = n_val_patches or min(max(len(val_pairs), 8), 64)
         for i in range(0, n_val, cfg.batch_size):
-            val_batches.append(_to_torch(vs.batch(vrng, min(cfg.batch_size, n_val - i), augment=False)))
+            val_batches.append(_to_torch(vs.batch(vrng, min(cfg.batch_size, n_val - i), augment=False),
+                                         dev))
 
     train_net = wrap(_Logits(net), world_size)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
@@ -118,7 +167,7 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
     best_state = None
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if resume is not None:
-        state = torch.load(Path(resume), map_location="cpu", weights_only=False)
+        state = torch.load(Path(resume), map_location=dev, weights_only=False)
         from ._config import StarDistConfig
 
         if StarDistConfig.from_dict(state["config"]) != cfg:
@@ -127,7 +176,7 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
         start_epoch, best, history = state["epoch"], state["best"], state["history"]
         best_state = state.get("best_network")
 
@@ -136,7 +185,7 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
         total, n = 0.0, 0
         with torch.inference_mode():
             for x, pt, dt in val_batches:
-                with autocast(cfg.mixed_precision):
+                with autocast(cfg.mixed_precision, dev.type):
                     pp, dp = net.logits(x)
                 loss, _, _ = stardist_loss(pp, dp, pt, dt, dist_weight=cfg.dist_loss_weight,
                                            background_reg=cfg.background_reg)
@@ -149,6 +198,14 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
     t0 = time.monotonic()
     stop = False
     bs = shard(batch_size or cfg.batch_size, world_size)
+    pool = None
+    if workers > 0:  # patch targets (star distances) are CPU-bound C++: spread them out
+        import multiprocessing as mp
+
+        # spawn, not fork: a fork after OpenMP (stardist's C++) or torch threads can hang
+        pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init,
+                                            initargs=(sampler,))
+        worker_seed = int(rng.integers(2**31))
     for epoch in range(start_epoch, epochs):
         net.train()
         sums = np.zeros(3)
@@ -156,10 +213,13 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
                    disable=not progress, leave=False)
         steps_done = 0
         stop_event = threading.Event()
-        batches = _prefetch(sampler, rng, bs, steps_per_epoch, stop_event)
+        if pool is not None:
+            batches = _parallel(pool, worker_seed, epoch, bs, steps_per_epoch, 2 * workers + 2)
+        else:
+            batches = _prefetch(sampler, rng, bs, steps_per_epoch, stop_event)
         for _ in bar:
-            x, pt, dt = _to_torch(next(batches))
-            with autocast(cfg.mixed_precision):
+            x, pt, dt = _to_torch(next(batches), dev)
+            with autocast(cfg.mixed_precision, dev.type):
                 pp, dp = train_net(x)
             loss, lp, ld = stardist_loss(pp, dp, pt, dt, dist_weight=cfg.dist_loss_weight,
                                          background_reg=cfg.background_reg)
@@ -206,8 +266,11 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
             callback(record, model, best_state)
         if stop:
             break
+    if pool is not None:
+        pool.terminate()
     if best_state is not None:
         net.load_state_dict(best_state)
     sync_buffers(net, world_size)  # ranks may have kept their own BatchNorm stats
+    net.to("cpu")  # prediction runs on the CPU
     net.eval()
     return history
