@@ -10,16 +10,20 @@ imported when a model is created, not when this package is imported.
 >>> mask = model.predict(image)                          # doctest: +SKIP
 """
 
+from ._adapt import adapt
 from ._config import StarDistConfig
 from ._evaluate import evaluate
-from ._model import StarDist
+from ._model import StarDist, list_pretrained, load
 from ._targets import dist_target, normalize, prob_target, targets
 
 __all__ = [
            "StarDist",
            "StarDistConfig",
+           "adapt",
            "dist_target",
            "evaluate",
+           "list_pretrained",
+           "load",
            "normalize",
            "prob_target",
            "targets",

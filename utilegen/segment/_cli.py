@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 EXAMPLES = """examples:
-  utilegen segment train --images data/images --masks data/masks --out my_model --minutes 30
+  utilegen segment train --images data/images --masks data/masks --out my_model     (10 min)
+  utilegen segment train --images data/images --masks data/masks --out my_model --init scratch --synthetic-per-real 0
   utilegen segment predict new_images/ --out labels/              (default model: emps)
   utilegen segment predict a.tif b.tif --model my_model --out labels/
   utilegen segment evaluate --model my_model --images test/images --masks test/masks --csv scores.csv
@@ -21,22 +22,36 @@ def add_cli(subparsers) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="segment_command", metavar="ACTION")
 
-    t = sub.add_parser("train", help="train a model on image/mask folders")
-    t.add_argument("--images", type=Path, required=True, help="folder of training micrographs")
+    t = sub.add_parser(
+        "train", help="adapt a segmenter to your annotated images (or train one from scratch)",
+        description="Adapt a segmenter to your particles: start from the shipped model, add "
+                    "synthetic pairs made from your pairs, train at a scale chosen from the "
+                    "annotated particle sizes for --minutes, and choose weights and thresholds "
+                    "on held-out real data. The model folder records its provenance and its "
+                    "validation F1 and D50 error.")
+    t.add_argument("--images", type=Path, required=True, help="folder of annotated micrographs")
     t.add_argument("--masks", type=Path, required=True, help="folder of instance masks (same stems)")
-    t.add_argument("--val-images", type=Path, help="validation micrographs (default: a split of the training folder)")
-    t.add_argument("--val-masks", type=Path, help="validation masks")
-    t.add_argument("--val-fraction", type=float, default=0.1,
-                   help="fraction of the training pairs held out for validation when no --val-* is given (default 0.1)")
     t.add_argument("--out", type=Path, required=True, help="model folder to write")
-    t.add_argument("--epochs", type=int, default=100, help="epochs (default 100)")
-    t.add_argument("--steps-per-epoch", type=int, default=100, help="steps per epoch (default 100)")
-    t.add_argument("--batch-size", type=int, default=4, help="patches per step (default 4)")
-    t.add_argument("--minutes", type=float, help="stop training after this many minutes")
-    t.add_argument("--n-rays", type=int, default=32, help="radial distances per pixel (default 32; 64 for thin rods)")
-    t.add_argument("--patch-size", type=int, default=256, help="training patch side (default 256)")
+    t.add_argument("--minutes", type=float, default=10.0,
+                   help="wall-clock budget, threshold search included (default 10)")
+    t.add_argument("--init", default="emps",
+                   help="start from: a shipped model name (emps, default), 'scratch', or a model folder")
+    t.add_argument("--synthetic-per-real", type=float, default=5.0,
+                   help="synthetic pairs made per real training pair (default 5, the paper's; 0 = none)")
+    t.add_argument("--scale", default="auto", type=_scale,
+                   help="resize factor before the network, or 'auto' (default): the median "
+                        "annotated particle becomes ~40 px")
+    t.add_argument("--val-images", type=Path,
+                   help="validation micrographs (default: held out from --images: whole images "
+                        "when there are 3 or more, else the last quarter of each image)")
+    t.add_argument("--val-masks", type=Path, help="validation masks")
+    t.add_argument("--n-rays", type=int, help="radial distances per pixel, with --init scratch "
+                                              "(default 32; 64 for thin rods)")
+    t.add_argument("--batch-size", type=int, help="patches per step (default: the model's, 4)")
+    t.add_argument("--device", help="where to train: cpu (default), cuda, or auto")
+    t.add_argument("--workers", type=int, default=0,
+                   help="processes making training patches (use several with a GPU; default 0)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--resume", type=Path, help="continue from a checkpoint (last.pt in <out>/checkpoints)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model in --out")
     t.set_defaults(func=_train)
 
@@ -81,44 +96,39 @@ def _pairs(images: Path, masks: Path):
 
 
 def _load(name: str):
-    from ._model import PRETRAINED, StarDist
+    from ._model import load
 
-    if name in PRETRAINED and not Path(name).exists():
-        return StarDist.pretrained(name)
-    return StarDist.load(name)
+    return load(name)
 
 
 def _train(args) -> int:
-    import numpy as np
-
-    from ._config import StarDistConfig
-    from ._model import StarDist
+    from ._adapt import adapt
 
     if (args.val_images is None) != (args.val_masks is None):
         raise ValueError("--val-images and --val-masks go together")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} exists and is not a folder")
     if (args.out / "weights.pt").exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} already holds a model; pass --overwrite")
+    if args.n_rays is not None and args.init != "scratch":
+        raise ValueError("--n-rays needs --init scratch (a base model keeps its rays)")
     pairs = _pairs(args.images, args.masks)
-    if args.val_images is not None:
-        train, val = pairs, _pairs(args.val_images, args.val_masks)
-    else:
-        if not 0 < args.val_fraction < 1:
-            raise ValueError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
-        if len(pairs) < 2:
-            raise ValueError("need at least 2 pairs to split off validation; pass --val-images/--val-masks")
-        perm = np.random.default_rng(args.seed).permutation(len(pairs))
-        n_val = max(1, round(args.val_fraction * len(pairs)))
-        ids = np.array(pairs.ids)
-        train, val = pairs.subset(sorted(ids[perm[n_val:]])), pairs.subset(sorted(ids[perm[:n_val]]))
-    config = StarDistConfig(n_rays=args.n_rays, patch_size=args.patch_size, batch_size=args.batch_size)
-    model = StarDist(config, seed=args.seed)
-    print(f"training on {len(train)} pairs, validating on {len(val)}")
-    model.fit(train, val, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-              time_limit=None if args.minutes is None else args.minutes * 60, seed=args.seed,
-              checkpoint_dir=args.out / "checkpoints", resume=args.resume)
-    thresholds = model.optimize_thresholds(val)
+    if len(pairs) == 0:
+        raise ValueError(f"no image/mask pairs in {args.images} and {args.masks}")
+    val = _pairs(args.val_images, args.val_masks) if args.val_images is not None else None
+    model = adapt(pairs, init=args.init, val=val, minutes=args.minutes,
+                  synthetic_per_real=args.synthetic_per_real, scale=args.scale, seed=args.seed,
+                  batch_size=args.batch_size, device=args.device, workers=args.workers,
+                  config_changes={"n_rays": args.n_rays} if args.n_rays else None)
+    a = model.info["adaptation"]
+    a["images"] = str(args.images.resolve())
+    a["masks"] = str(args.masks.resolve())
+    a["pair_ids"] = list(getattr(pairs, "ids", []))
     model.save(args.out, overwrite=args.overwrite)
-    print(f"thresholds {thresholds}; model written to {args.out}")
+    v = a["validation"]
+    print(f"model written to {args.out} (scale {a['scale']['chosen']}, thresholds "
+          f"{model.thresholds}); held-out F1@0.5 {v['f1_50']:.3f}; use it with: "
+          f"utilegen analyze IMAGES --model {args.out}")
     return 0
 
 

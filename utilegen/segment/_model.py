@@ -87,7 +87,8 @@ class StarDist:
         batch_size : int, optional
             Patches per step (default ``config.batch_size``).
         time_limit : float, optional
-            Stop after this many seconds (at the end of the current step).
+            Stop after this many seconds from the call (reading the data included), at the
+            end of the current step.
         seed : int or None
             Seeds patch sampling, augmentation and torch.
         checkpoint_dir : path, optional
@@ -341,9 +342,13 @@ class StarDist:
                  for k, v in self.network.state_dict().items()}
         with atomic_path(directory / "weights.pt", overwrite=True) as tmp:
             torch.save(state, tmp)
+        from .. import __version__
+
+        info = {**self.info, "kind": "stardist", "utilegen_version": __version__,
+                "history": self.history}
         for name, obj in (("config.json", self.config.to_dict()),
                           ("thresholds.json", {**self.thresholds, "scale": self.predict_scale}),
-                          ("info.json", {**self.info, "history": self.history})):
+                          ("info.json", info)):
             with atomic_path(directory / name, overwrite=True) as tmp:
                 tmp.write_text(json.dumps(obj, indent=2, default=float) + "\n")
         return directory
@@ -377,6 +382,23 @@ class StarDist:
             model.info = info
         return model
 
+    def fine_tune(self, pairs, **kwargs) -> StarDist:
+        """A new model adapted from this one to `pairs` (your annotated micrographs).
+
+        Synthetic pairs matched to the annotations, a scale chosen from the annotated
+        particle sizes, held-out validation, a wall-clock budget: see
+        `utilegen.segment.adapt` for the keyword arguments. This model is left unchanged.
+
+        >>> mine = StarDist.pretrained("emps").fine_tune(my_pairs, minutes=10)  # doctest: +SKIP
+        >>> mine.info["adaptation"]["validation"]                           # doctest: +SKIP
+        """
+        from ._adapt import adapt
+
+        if "init" in kwargs:
+            raise ValueError("fine_tune starts from this model; use segment.adapt(init=...) "
+                             "for another start")
+        return adapt(pairs, init=self, **kwargs)
+
     @classmethod
     def pretrained(cls, name: str = "emps") -> StarDist:
         """A model shipped with utilegen: ``"emps"`` (EMPS micrographs, real + synthetic)."""
@@ -393,3 +415,24 @@ def _surest(results):
     """Of ``(labels, details)`` results at several scales, the one whose instances have the
     highest mean probability (-1 for none); the first one on ties."""
     return max(results, key=lambda r: float(np.mean(r[1]["prob"])) if len(r[1]["prob"]) else -1.0)
+
+
+def list_pretrained() -> list[str]:
+    """Names of the segmentation models shipped with utilegen (for `load` / `--model`)."""
+    return sorted(PRETRAINED)
+
+
+def load(name_or_path) -> StarDist:
+    """A segmentation model by shipped name (``"emps"``) or saved folder.
+
+    An existing folder wins over a shipped name of the same spelling; an unknown name
+    says both which folder was looked for and which names exist.
+    """
+    path = Path(name_or_path)
+    if path.is_dir():
+        return StarDist.load(path)
+    name = str(name_or_path)
+    if name in PRETRAINED:
+        return StarDist.pretrained(name)
+    raise FileNotFoundError(f"no model folder {path} and no shipped model named {name!r} "
+                            f"(shipped: {', '.join(list_pretrained())})")

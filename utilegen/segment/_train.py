@@ -134,6 +134,7 @@ def _parallel(pool, seed: int, epoch: int, batch_size: int, n: int, window: int)
 def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int | None,
         time_limit: float | None, seed, checkpoint_dir, resume, progress: bool,
         n_val_patches: int | None, callback=None, device=None, workers: int = 0):
+    t0 = time.monotonic()  # time_limit counts reading the data and validation patches too
     cfg = model.config
     dev = resolve_device(device)
     net = model.network.to(dev, memory_format=torch.channels_last)
@@ -195,7 +196,6 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
 
     from tqdm.auto import tqdm
 
-    t0 = time.monotonic()
     stop = False
     bs = shard(batch_size or cfg.batch_size, world_size)
     pool = None

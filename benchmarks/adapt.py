@@ -1,0 +1,176 @@
+"""Few-shot adaptation on EMPS, as a user runs it: the paper's Tables 3-5 with four arms.
+
+Every cell runs the user's command in a fresh process,
+
+    utilegen segment train --images DIR --masks DIR --out MODEL --minutes M --init INIT \\
+        --synthetic-per-real K
+
+on the cell's training images (symbolic links in a temporary folder), then scores the
+written model on the cell's evaluation images: F1 at IoU 0.5 and 0.7, and the relative
+error of the median particle size (D50 of the equivalent diameter, all particles) against
+the annotations.
+
+No leakage: the fine-tuning base is `benchmarks/models/base_other`, trained only on the
+151 EMPS images labelled "other" (`benchmarks/train_base.py`); it has never seen a sphere,
+cube or rod image. The shipped model has seen every EMPS image and is not used here. The
+evaluation images never take part in training, synthetic pools, weight selection or
+thresholds: the train command holds out part of the cell's own training images for those.
+
+Arms: scratch-real (``--init scratch --synthetic-per-real 0``, the paper's baseline),
+scratch-mixed (scratch, 5 synthetic per real), finetune-real (base, 0) and
+finetune-mixed (base, 5; our default).
+
+Designs (the images each uses, all fixed by seeds):
+* ``t5``: spheres. The 166 sphere images shuffled with seed 0 (as `real_vs_mixed.py`);
+  the first 30 are the evaluation set; n in {1, 5, 10, 30} training images are the first
+  n of the rest. Four arms.
+* ``t4``: one image -> 50 synthetic: each of the first three training images of ``t5``
+  alone; scratch-real and finetune-mixed with ``--synthetic-per-real 50``. Same
+  evaluation set as ``t5``.
+* ``t3``: per class (sphere / cube / rod), shuffled with seed 1: the first half (at most
+  20) trains, the next (at most 30) evaluates. scratch-real and finetune-mixed.
+
+    nohup .venv/bin/python benchmarks/adapt.py --minutes 10 --out benchmarks/adapt_results.json \\
+        > /tmp/adapt.log 2>&1 &
+    .venv/bin/python benchmarks/adapt.py --table benchmarks/adapt_results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+EMPS_ROOT = ROOT.parent / "shared" / "data" / "emps"
+BASE = ROOT / "benchmarks" / "models" / "base_other"
+ARMS = {"scratch-real": ("scratch", 0), "scratch-mixed": ("scratch", 5),
+        "finetune-real": (str(BASE), 0), "finetune-mixed": (str(BASE), 5)}
+PAPER = {"t5 n=5": (36, 74), "t5 n=10": (63, 86), "t5 n=20": (77, 88), "t5 n=30": (88, 92),
+         "t3 cube": (79, 84), "t3 sphere": (84, 93), "t3 rod": (87, 93)}
+
+
+def designs(data):
+    """(cell name, arm, training ids, evaluation ids, synthetic per real) in run order."""
+    spheres = list(np.array(data.with_shape("sphere").ids)[np.random.default_rng(0).permutation(166)])
+    eval5, pool5 = spheres[:30], spheres[30:]
+    cells = []
+    for n in (1, 5):
+        for arm in ARMS:
+            cells.append((f"t5 n={n}", arm, pool5[:n], eval5, ARMS[arm][1]))
+    for j in range(3):
+        for arm in ("scratch-real", "finetune-mixed"):
+            cells.append((f"t4 source={pool5[j]}", arm, [pool5[j]], eval5,
+                          50 if arm.endswith("mixed") else 0))
+    for n in (10, 30):
+        for arm in ARMS:
+            cells.append((f"t5 n={n}", arm, pool5[:n], eval5, ARMS[arm][1]))
+    for shape in ("sphere", "cube", "rod"):
+        ids = list(np.array(data.with_shape(shape).ids)[
+            np.random.default_rng(1).permutation(len(data.with_shape(shape).ids))])
+        half = len(ids) // 2
+        for arm in ("scratch-real", "finetune-mixed"):
+            cells.append((f"t3 {shape}", arm, ids[:min(half, 20)], ids[half:half + 30],
+                          ARMS[arm][1]))
+    return cells
+
+
+def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0):
+    from utilegen.segment import StarDist
+    from utilegen.segment._adapt import validation_figures
+    from utilegen.segment._data import as_image_and_labels
+
+    init = ARMS[arm][0]
+    with tempfile.TemporaryDirectory(prefix="utilegen-adapt-") as tmp:
+        tmp = Path(tmp)
+        for sub, folder in (("images", "images"), ("masks", "segmaps")):
+            (tmp / sub).mkdir()
+            for i in train_ids:
+                os.symlink(Path(data.root) / folder / f"{i}.png", tmp / sub / f"{i}.png")
+        cmd = [sys.executable, "-m", "utilegen", "segment", "train", "--images", str(tmp / "images"),
+               "--masks", str(tmp / "masks"), "--out", str(tmp / "model"), "--minutes", str(minutes),
+               "--init", init, "--synthetic-per-real", str(n_syn), "--seed", str(seed)]
+        t = time.time()
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        wall = (time.time() - t) / 60
+        if r.returncode != 0:
+            return {"cell": name, "arm": arm, "error": r.stderr[-2000:]}
+        model = StarDist.load(tmp / "model")
+    pairs = [as_image_and_labels(*data.pair(data.ids.index(i)), name=i) for i in eval_ids]
+    figures = validation_figures(model, pairs)
+    # EMPS images span magnifications (the t5 evaluation set's particles: 10-400 px), which
+    # a user's own series does not; scored also with the scale tried per image (labelled)
+    model.predict_scale = "auto"
+    auto = validation_figures(model, pairs)
+    a = model.info["adaptation"]
+    return {"cell": name, "arm": arm, "n_real": len(train_ids), "n_synthetic": round(n_syn * a["train_pairs"]),
+            "train_ids": list(train_ids), "n_eval": len(eval_ids), "minutes_budget": minutes,
+            "command_minutes": round(wall, 2), "steps": a["steps"], "scale": a["scale"]["chosen"],
+            "split": a["split"]["kind"], "thresholds": a["thresholds"],
+            "predict_scale": a["scale"]["predict"], "heldout": a["validation"], **figures,
+            "auto_scale": {k: auto[k] for k in ("f1_50", "f1_70", "d50_relative_error")}}
+
+
+def markdown(results) -> str:
+    lines = [("| cell | arm | F1@0.5 | F1@0.7 | P / R @0.5 | D50 error | F1@0.5 / D50 error, "
+              "scale per image | steps | min | paper real → mixed |"),
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['cell']} | {r['arm']} | failed | | | | | | | |")
+            continue
+        err = r["d50_relative_error"]
+        paper = PAPER.get(r["cell"])
+        lines.append(f"| {r['cell']} | {r['arm']} | {r['f1_50']:.2f} | {r['f1_70']:.2f} | "
+                     f"{r['precision_50']:.2f} / {r['recall_50']:.2f} | "
+                     f"{'n/a' if err is None else f'{err:+.1%}'} | {_auto(r)} | {r['steps']} | "
+                     f"{r['command_minutes']:.1f} | "
+                     f"{f'{paper[0]} → {paper[1]}' if paper else ('73-92 (mixed)' if r['cell'].startswith('t4') else '')} |")
+    return "\n".join(lines)
+
+
+def _auto(r) -> str:
+    a = r.get("auto_scale")
+    if not a:
+        return ""
+    err = a["d50_relative_error"]
+    return f"{a['f1_50']:.2f} / {'n/a' if err is None else f'{err:+.1%}'}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "adapt_results.json")
+    ap.add_argument("--only", nargs="+",
+                    help="run only these cells (a cell name such as 't5 n=1', or a design: t5, t4, t3)")
+    ap.add_argument("--table", type=Path, help="print the results in this file as Markdown and exit")
+    args = ap.parse_args()
+    if args.table:
+        print(markdown(json.loads(args.table.read_text())))
+        return
+    from utilegen.datasets import emps
+
+    data = emps(EMPS_ROOT)
+    results = json.loads(args.out.read_text()) if args.out.is_file() else []
+    done = {(r["cell"], r["arm"]) for r in results if "error" not in r}
+    for name, arm, train_ids, eval_ids, n_syn in designs(data):
+        if (name, arm) in done or (args.only and name not in args.only
+                                   and not any(name.startswith(o + " ") for o in args.only)):
+            continue
+        r = run_cell(data, name, arm, train_ids, eval_ids, n_syn, args.minutes)
+        results = [x for x in results if (x["cell"], x["arm"]) != (name, arm)] + [r]
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.replace(args.out)
+        print(json.dumps({k: v for k, v in r.items() if k not in ("train_ids", "heldout")}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Few-shot adaptation (`segment.adapt`, `StarDist.fine_tune`, `utilegen segment train`).
+
+Tiny models on tiny rendered images: each training call is bounded by its `minutes`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from utilegen.datasets import sample_pair
+from utilegen.segment import StarDist, StarDistConfig, adapt
+from utilegen.segment._adapt import (annotation_stats, choose_scale, equivalent_diameters,
+                                     holdout, synthetic_like)
+
+torch = pytest.importorskip("torch")
+
+TINY = {"base_filters": 8, "feature_channels": 16, "patch_size": 64, "unet_depth": 2,
+        "n_rays": 16, "learning_rate": 3e-3}
+
+
+def disks(shape, centres, radius) -> np.ndarray:
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.uint16)
+    for i, (r, c) in enumerate(centres, 1):
+        labels[(rr - r) ** 2 + (cc - c) ** 2 <= radius**2] = i
+    return labels
+
+
+def rendered(n, size=96, seed=0):
+    return [sample_pair((size, size), particles=6, rng=seed + i) for i in range(n)]
+
+
+# ----------------------------------------------------------------- annotations and scale
+def test_equivalent_diameters_of_disks_and_border_particles():
+    labels = disks((100, 100), [(30, 30), (60, 60), (0, 50)], 10)  # the third is cut
+    d = equivalent_diameters(labels)
+    assert len(d) == 2 and np.allclose(d, 20, rtol=0.05)
+    assert len(equivalent_diameters(labels, inner_only=False)) == 3
+
+
+def test_annotation_stats_size_density_and_touching():
+    apart = disks((200, 200), [(40, 40), (40, 120), (120, 40), (120, 120)], 12)
+    stats = annotation_stats([(np.zeros_like(apart), apart)])
+    assert stats["n_particles"] == 4 and stats["diameter_median"] == pytest.approx(24, rel=0.05)
+    assert stats["particles_per_megapixel"] == pytest.approx(4 / 0.04)
+    assert stats["touching_fraction"] == 0
+    touching = disks((100, 100), [(50, 30), (50, 54)], 12)  # centres 24 px apart: touching
+    assert annotation_stats([(np.zeros_like(touching), touching)])["touching_fraction"] == 1
+    with pytest.raises(ValueError, match="no particles"):
+        annotation_stats([(np.zeros((10, 10)), np.zeros((10, 10), np.uint16))])
+
+
+@pytest.mark.parametrize("diameter, scale", [(40, 1.0), (80, 0.5), (400, 0.1), (10, 2.0),
+                                             (110, 0.36), (4000, 0.1)])
+def test_choose_scale_brings_particles_to_the_target_size(diameter, scale):
+    assert choose_scale(diameter) == pytest.approx(scale)
+
+
+def test_choose_scale_rejects_nonsense():
+    with pytest.raises(ValueError, match="median_diameter"):
+        choose_scale(0)
+
+
+def test_holdout_whole_images_or_spatial_quarter():
+    pairs = [(np.zeros((40, 60)), disks((40, 60), [(20, 10), (20, 50)], 5)) for _ in range(5)]
+    train, val, how = holdout(pairs, seed=0)
+    assert (len(train), len(val), how["kind"]) == (4, 1, "images")
+    assert sorted(how["train"] + how["val"]) == list(range(5))
+    train, val, how = holdout(pairs[:1])
+    assert how["kind"] == "spatial"
+    assert train[0][0].shape == (40, 45) and val[0][0].shape == (40, 15)  # longer side cut
+    # the particle in the held-out quarter is there, relabelled from 1
+    assert val[0][1].max() == 1 and train[0][1].max() == 1
+
+
+def test_synthetic_pairs_match_the_annotated_size_and_density():
+    real = [(im, m.labels) for im, m in rendered(2, size=128)]
+    stats = annotation_stats(real)
+    ds, settings = synthetic_like(real, 6, stats=stats, seed=3)
+    lo, hi = settings["compositor"]["particles_per_image"]
+    expected = stats["particles_per_megapixel"] * 128 * 128 / 1e6
+    assert lo <= expected <= hi
+    sizes = np.concatenate([equivalent_diameters(ds.pair(i)[1].labels) for i in range(6)])
+    assert np.median(sizes) == pytest.approx(stats["diameter_median"], rel=0.35)
+    assert ds.pair(0)[0].shape == (128, 128)
+
+
+# ------------------------------------------------------------------------- adaptation
+@pytest.fixture(scope="module")
+def adapted():
+    base = StarDist(StarDistConfig(**TINY), seed=1)
+    base.thresholds = {"prob": 0.5, "nms": 0.3}
+    weights = {k: v.clone() for k, v in base.network.state_dict().items()}
+    train = rendered(3, size=96, seed=0)
+    val = rendered(2, size=96, seed=50)
+    # a step cap as well as the clock: the same training on a busy or an idle machine
+    model = base.fine_tune(train, val=val, minutes=3, max_steps=400, synthetic_per_real=1,
+                           progress=False)
+    return base, weights, model, val
+
+
+def test_fine_tune_improves_validation_f1_and_leaves_the_base_alone(adapted):
+    from utilegen.segment._adapt import validation_figures
+
+    base, weights, model, val = adapted
+    val = [(im, m.labels) for im, m in val]
+    before = validation_figures(base, val)["f1_50"]
+    after = model.info["adaptation"]["validation"]["f1_50"]
+    assert after > before + 0.3 and after >= 0.6, (before, after)
+    assert all(torch.equal(weights[k], v) for k, v in base.network.state_dict().items())
+    assert model is not base and model.predict_scale == model.config.scale
+
+
+def test_adaptation_records_provenance_and_honours_minutes(adapted):
+    _, _, model, _ = adapted
+    a = model.info["adaptation"]
+    assert a["base"] == "model" and a["pairs"] == 3 and a["split"]["kind"] == "given"
+    assert a["synthetic"]["n"] == 3 and a["annotations"]["n_particles"] > 0
+    assert a["scale"]["from"] == "annotated median diameter"
+    assert {"f1_50", "f1_70", "d50_relative_error"} <= set(a["validation"])
+    assert a["steps"] == 400
+
+
+def test_minutes_are_honoured_threshold_search_included():
+    model = adapt(rendered(2), init="scratch", minutes=0.2, synthetic_per_real=1, progress=False,
+                  config_changes={k: v for k, v in TINY.items() if k != "learning_rate"})
+    a = model.info["adaptation"]
+    assert a["steps"] > 0 and a["total_minutes"] <= 0.2 * 1.25 + 0.05
+
+
+def test_adapt_validates_arguments():
+    pairs = rendered(1)
+    with pytest.raises(ValueError, match="minutes"):
+        adapt(pairs, init="scratch", minutes=0)
+    with pytest.raises(ValueError, match="synthetic_per_real"):
+        adapt(pairs, init="scratch", synthetic_per_real=-1)
+    with pytest.raises(ValueError, match="init"):
+        adapt(pairs, init=3.5)
+    with pytest.raises(FileNotFoundError, match="shipped"):
+        adapt(pairs, init="no-such-model")
+
+
+def test_cli_train_writes_a_model_that_analyze_uses(tmp_path):
+    import argparse
+
+    from utilegen.analyze import analyze
+    from utilegen.io import write_image, write_mask
+    from utilegen.segment._cli import add_cli
+
+    for i, (image, mask) in enumerate(rendered(2, size=96)):
+        write_image(tmp_path / "images" / f"im{i}.tif", image)
+        write_mask(tmp_path / "masks" / f"im{i}.tif", mask)
+    parser = argparse.ArgumentParser(prog="utilegen")
+    add_cli(parser.add_subparsers(dest="command"))
+    argv = ["segment", "train", "--images", str(tmp_path / "images"), "--masks",
+            str(tmp_path / "masks"), "--out", str(tmp_path / "model"), "--minutes", "0.15",
+            "--init", "scratch", "--n-rays", "16", "--synthetic-per-real", "1"]
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    info = json.loads((tmp_path / "model" / "info.json").read_text())
+    a = info["adaptation"]
+    assert info["kind"] == "stardist" and "utilegen_version" in info
+    assert a["base"] == "scratch" and a["pair_ids"] == ["im0", "im1"]
+    assert a["split"]["kind"] == "spatial" and a["images"].endswith("images")
+    report = analyze(tmp_path / "images", segmenter=str(tmp_path / "model"))
+    assert len(report.ids) == 2
+    with pytest.raises(FileExistsError):
+        args = parser.parse_args(argv)
+        args.func(args)
+
+
+def test_threshold_search_reuses_one_nms_exactly():
+    from utilegen.segment._predict import above, instances, render, suppress
+
+    rng = np.random.default_rng(0)
+    n = 400
+    points = rng.integers(5, 95, (n, 2))
+    probs = rng.uniform(0.2, 1, n).astype(np.float32)
+    dists = rng.uniform(2, 9, (n, 16)).astype(np.float32)
+    kept = suppress(points, probs, dists, prob_thresh=0.3, nms_thresh=0.3)
+    for t in (0.3, 0.45, 0.6, 0.8, 0.95):
+        direct = instances(points, probs, dists, (100, 100), prob_thresh=t, nms_thresh=0.3)[0]
+        assert np.array_equal(direct, render(*above(kept, t), (100, 100))[0])
+
+
+def test_fit_with_patch_worker_processes():
+    model = StarDist(StarDistConfig(**TINY), seed=0)
+    history = model.fit(rendered(2), epochs=1, steps_per_epoch=2, workers=1, progress=False)
+    assert history[0]["steps"] == 2 and np.isfinite(history[0]["loss"])
+
+
+def test_load_by_name_or_folder(tmp_path):
+    from utilegen.segment import list_pretrained, load
+
+    assert "emps" in list_pretrained()
+    model = StarDist(StarDistConfig(**TINY))
+    model.save(tmp_path / "emps")
+    assert load(tmp_path / "emps").config.base_filters == 8  # an existing folder wins
+    with pytest.raises(FileNotFoundError, match="shipped: emps"):
+        load(tmp_path / "nothing")
