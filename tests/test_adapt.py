@@ -12,8 +12,13 @@ import pytest
 
 from utilegen.datasets import sample_pair
 from utilegen.segment import StarDist, StarDistConfig, adapt
-from utilegen.segment._adapt import (annotation_stats, choose_scale, equivalent_diameters,
-                                     holdout, synthetic_like)
+from utilegen.segment._adapt import (
+    annotation_stats,
+    choose_scale,
+    equivalent_diameters,
+    holdout,
+    synthetic_like,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -201,3 +206,29 @@ def test_load_by_name_or_folder(tmp_path):
     assert load(tmp_path / "emps").config.base_filters == 8  # an existing folder wins
     with pytest.raises(FileNotFoundError, match="shipped: emps"):
         load(tmp_path / "nothing")
+
+
+def test_trust_warnings_for_size_confidence_and_nothing_found():
+    from utilegen import InstanceMask
+
+    model = StarDist(StarDistConfig(**TINY))
+    model.thresholds = {"prob": 0.6, "nms": 0.3}
+    model.info["trained_diameter_px"] = [20, 40]
+    big = InstanceMask(disks((400, 400), [(200, 200)], 100))  # diameter 200 > 2 x 40
+    sure, unsure = {"prob": np.array([0.95])}, {"prob": np.array([0.62, 0.65])}
+    assert any("far outside the trained range" in w for w in model.trust_warnings(big, sure))
+    ok = InstanceMask(disks((100, 100), [(50, 50)], 15))
+    assert model.trust_warnings(ok, sure) == []
+    assert any("low detection confidence" in w for w in model.trust_warnings(ok, unsure))
+    empty = InstanceMask(np.zeros((10, 10), np.uint16))
+    assert "no particles found" in model.trust_warnings(empty, {"prob": np.array([])})[0]
+
+
+def test_analyze_reports_untrustworthy_images(monkeypatch):
+    from utilegen.analyze import analyze
+
+    model = StarDist(StarDistConfig(**TINY))
+    model.info["trained_diameter_px"] = [2, 4]
+    image, _ = rendered(1, size=96)[0]
+    report = analyze([image], segmenter=model, ids=["mine"])
+    assert report.warnings and all(w.startswith("mine: ") for w in report.warnings)

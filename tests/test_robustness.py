@@ -201,3 +201,57 @@ def test_cli_analyze_writes_a_report_despite_degenerate_images(tmp_path):
     summary = pd.read_csv(out / "summary.csv")
     assert {"good", "flat8", "flat16", "allnan"} <= set(summary["image_id"].astype(str))
     assert "tiny" in (out / "errors.csv").read_text()
+
+
+# ------------------------------------------------------------- segment predict CLI
+def _run_segment(argv):
+    import argparse
+
+    from utilegen.segment._cli import add_cli
+
+    parser = argparse.ArgumentParser(prog="utilegen")
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_segment_predict_never_loses_a_result_to_a_shared_stem(tmp_path, default_model):
+    import tifffile
+
+    from utilegen.io import read_mask
+
+    for sub, value in (("a", 40), ("b", 90)):
+        (tmp_path / sub).mkdir()
+        img = np.full((64, 64), 200, np.uint8)
+        img[20:40, 20:40] = value
+        tifffile.imwrite(tmp_path / sub / "x.tif", img)
+    out = tmp_path / "labels"
+    argv = ["segment", "predict", str(tmp_path / "a" / "x.tif"), str(tmp_path / "b" / "x.tif"),
+            "--out", str(out), "--overwrite"]
+    assert _run_segment(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["x-2.tif", "x.tif"]
+    assert read_mask(out / "x.tif").shape == (64, 64)
+    # without --overwrite, nothing is replaced and nothing is predicted
+    with pytest.raises(FileExistsError, match="exist"):
+        _run_segment(argv[:-1])
+
+
+def test_segment_predict_skips_unreadable_files_and_goes_on(tmp_path, default_model, capsys):
+    import tifffile
+
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", np.full((64, 64), 100, np.uint8))
+    (tmp_path / "in" / "b.png").write_bytes(b"not an image at all")
+    tifffile.imwrite(tmp_path / "in" / "c.tif", np.zeros((1, 1), np.uint8))
+    tifffile.imwrite(tmp_path / "in" / "d.tif", flat_with_feature(np.uint16))
+    assert _run_segment(["segment", "predict", str(tmp_path / "in"), "--out",
+                         str(tmp_path / "out")]) == 3
+    err = capsys.readouterr().err
+    assert "b.png" in err and "c.tif" in err and "2 of 4 file(s) skipped" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.tif", "d.tif"]
+
+
+def test_unique_names():
+    from utilegen.io import unique_names
+
+    assert unique_names(["x", "x", "y", "x", "x-2"]) == ["x", "x-2", "y", "x-3", "x-2-2"]

@@ -50,14 +50,17 @@ def test_predict_and_evaluate_with_a_saved_model(folder, tmp_path):
 
 def test_train_writes_a_loadable_model(folder, tmp_path):
     assert run(["segment", "train", "--images", str(folder / "images"), "--masks",
-                str(folder / "masks"), "--out", str(tmp_path / "m"), "--epochs", "1",
-                "--steps-per-epoch", "1", "--batch-size", "1", "--patch-size", "64",
+                str(folder / "masks"), "--out", str(tmp_path / "m"), "--minutes", "0.1",
+                "--init", "scratch", "--synthetic-per-real", "0", "--batch-size", "1",
                 "--n-rays", "8"]) == 0
     model = StarDist.load(tmp_path / "m")
-    assert model.config.n_rays == 8 and (tmp_path / "m" / "checkpoints" / "last.pt").is_file()
+    assert model.config.n_rays == 8 and model.info["adaptation"]["base"] == "scratch"
     with pytest.raises(FileExistsError):
         run(["segment", "train", "--images", str(folder / "images"), "--masks",
              str(folder / "masks"), "--out", str(tmp_path / "m")])
+    with pytest.raises(ValueError, match="--n-rays needs --init scratch"):
+        run(["segment", "train", "--images", str(folder / "images"), "--masks",
+             str(folder / "masks"), "--out", str(tmp_path / "m2"), "--n-rays", "8"])
 
 
 def test_predict_rejects_missing_input(tmp_path):

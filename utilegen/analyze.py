@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .io import unique_names
 from .masks import InstanceMask
 
 __all__ = [
@@ -149,20 +150,6 @@ def _safe_name(text: str) -> str:
     """A file-name-safe version of an image id (letters, digits, ``._-``)."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
     return name[:100] or "image"
-
-
-def _unique(names: Iterable[str]) -> list[str]:
-    seen: Counter = Counter()
-    out = []
-    taken = set()
-    for name in names:
-        candidate = name
-        while candidate in taken:
-            seen[name] += 1
-            candidate = f"{name}-{seen[name] + 1}"
-        taken.add(candidate)
-        out.append(candidate)
-    return out
 
 
 def _expand_path(path: Path) -> list[Path]:
@@ -501,7 +488,7 @@ class Report:
 
     def file_names(self) -> dict[str, str]:
         """The file-name-safe stem used for each image's overlay and label files."""
-        return dict(zip(self.ids, _unique(_safe_name(i) for i in self.ids)))
+        return dict(zip(self.ids, unique_names(_safe_name(i) for i in self.ids)))
 
     def save(self, directory, *, overwrite: bool = False, dpi: int = 150) -> Path:
         """Write the report to a folder.
@@ -645,7 +632,7 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | None
     if not sources:
         raise ValueError("no images given")
     if ids is None:
-        id_list = _unique(_default_id(s, i) for i, s in enumerate(sources))
+        id_list = unique_names(_default_id(s, i) for i, s in enumerate(sources))
     else:
         id_list = [str(i) for i in ids]
         if len(id_list) != len(sources):
@@ -682,6 +669,7 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | None
         if "error" in outcome:
             errors.append((image_id, outcome["name"], outcome["error"]))
             continue
+        warnings.extend(f"{image_id}: {note}" for note in outcome.get("warnings", []))
         table = outcome["table"]
         units_by_column.update(table.attrs.get("units", {}))
         tables.append(table)
@@ -722,7 +710,12 @@ def _analyze_one(image_id, source, model, shape_classifier, *, pixel_size, unit,
     try:
         image = _as_image(source)
         size, image_unit = _calibration(source, pixel_size, unit)
-        mask = model.predict(image)
+        notes = []
+        if callable(getattr(model, "trust_warnings", None)):  # a StarDist: say when in doubt
+            mask, details = model.predict(image, return_details=True)
+            notes = model.trust_warnings(mask, details)
+        else:
+            mask = model.predict(image)
         if not isinstance(mask, InstanceMask):
             mask = InstanceMask(np.asarray(mask))
         if mask.shape != image.shape:
@@ -748,7 +741,7 @@ def _analyze_one(image_id, source, model, shape_classifier, *, pixel_size, unit,
     table.insert(0, "image_id", pd.Series([image_id] * len(table), index=table.index, dtype=object))
     table.attrs = attrs
     return {"id": image_id, "table": table, "mask": mask, "image": image, "class": image_class,
-            "calibration": (size, image_unit)}
+            "calibration": (size, image_unit), "warnings": notes}
 
 
 def _map_on_dask(client, id_list, sources, model, shape_classifier, settings):

@@ -28,6 +28,7 @@ __all__ = [
     "read_mask",
     "read_pixel_size",
     "to_grayscale",
+    "unique_names",
     "write_image",
     "write_mask",
 ]
@@ -42,6 +43,25 @@ _UNIT_ALIASES = {
     "nm": "nm", "nanometer": "nm", "nanometers": "nm", "mm": "mm", "cm": "cm",
     "pixel": None, "pixels": None, "": None,
 }
+
+
+def unique_names(names) -> list[str]:
+    """`names` made unique in order by suffixes: ``["x", "x", "y"]`` -> ``["x", "x-2", "y"]``.
+
+    Outputs named after their inputs' stems (``a/x.png`` and ``b/x.png``) never share a
+    file this way.
+    """
+    seen: dict[str, int] = {}
+    out: list[str] = []
+    taken: set[str] = set()
+    for name in names:
+        candidate = name
+        while candidate in taken:
+            seen[name] = seen.get(name, 1) + 1
+            candidate = f"{name}-{seen[name]}"
+        taken.add(candidate)
+        out.append(candidate)
+    return out
 
 
 def list_images(folder) -> list[Path]:

@@ -159,7 +159,8 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
     from starlette.concurrency import run_in_threadpool
 
-    from ..analyze import IsolatedWorker, _unique, analyze, load_classifier, load_segmenter
+    from ..analyze import IsolatedWorker, analyze, load_classifier, load_segmenter
+    from ..io import unique_names
 
     for name, value in (("max_files", max_files), ("max_bytes", max_bytes),
                         ("max_pixels", max_pixels), ("max_jobs", max_jobs)):
@@ -336,7 +337,7 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
             shutil.rmtree(folder, ignore_errors=True)
             return JSONResponse({"detail": "none of the files could be used", "rejected": rejected},
                                 status_code=400)
-        job = Job(id=job_id, folder=folder, names=_unique(accepted), pixel_size=pixel_size,
+        job = Job(id=job_id, folder=folder, names=unique_names(accepted), pixel_size=pixel_size,
                   unit=unit, rejected=rejected)
         with lock:
             jobs[job_id] = job

@@ -55,7 +55,10 @@ def add_cli(subparsers) -> None:
     t.add_argument("--overwrite", action="store_true", help="replace an existing model in --out")
     t.set_defaults(func=_train)
 
-    r = sub.add_parser("predict", help="segment micrographs and write label TIFFs")
+    r = sub.add_parser("predict", help="segment micrographs and write label TIFFs",
+                       description="Segment micrographs and write <stem>.tif label images "
+                                   "(x-2.tif, ... when inputs share a stem). Exit status: 0 all "
+                                   "images done; 3 some files skipped (listed on stderr).")
     r.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
     r.add_argument("--model", default="emps", help="model folder or a shipped model name (default emps)")
     r.add_argument("--out", type=Path, required=True, help="folder for <stem>.tif label images")
@@ -133,7 +136,9 @@ def _train(args) -> int:
 
 
 def _predict(args) -> int:
-    from ..io import list_images, read_image, write_mask
+    import sys
+
+    from ..io import list_images, read_image, unique_names, write_mask
 
     files = []
     for path in args.inputs:
@@ -148,13 +153,30 @@ def _predict(args) -> int:
     model = _load(args.model)
     if args.scale is not None:
         model._scales(args.scale)  # a bad value fails before any file is read or written
+    # a/x.png and b/x.png -> x.tif and x-2.tif: no output of this run replaces another
+    outputs = [args.out / f"{name}.tif" for name in unique_names(f.stem for f in files)]
+    if not args.overwrite:
+        existing = [str(o) for o in outputs if o.exists()]
+        if existing:
+            raise FileExistsError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; "
+                                  "pass --overwrite or choose another --out")
     args.out.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        mask = model.predict(read_image(f), prob_thresh=args.prob_thresh, nms_thresh=args.nms_thresh,
-                             scale=args.scale)
-        write_mask(args.out / f"{f.stem}.tif", mask, overwrite=args.overwrite)
-        print(f"{f.name}: {mask.count} particles")
-    return 0
+    skipped = 0
+    for f, out in zip(files, outputs):
+        try:
+            mask = model.predict(read_image(f), prob_thresh=args.prob_thresh,
+                                 nms_thresh=args.nms_thresh, scale=args.scale)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+            skipped += 1
+            print(f"skipped {f}: {exc}", file=sys.stderr)
+            continue
+        write_mask(out, mask, overwrite=args.overwrite)
+        print(f"{f}: {mask.count} particles -> {out.name}")
+    if skipped:
+        print(f"{skipped} of {len(files)} file(s) skipped", file=sys.stderr)
+    return 3 if skipped else 0
 
 
 def _evaluate(args) -> int:

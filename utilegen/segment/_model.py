@@ -250,6 +250,37 @@ class StarDist:
             out.append(self.predict(item, **kwargs))
         return out
 
+    def trust_warnings(self, mask, details) -> list[str]:
+        """Reasons not to trust one prediction (`predict(..., return_details=True)`).
+
+        - low confidence: the mean probability of the found instances is in the lowest
+          quarter of the range between the probability threshold and 1;
+        - particle size: the median equivalent diameter of the found particles is more
+          than 2-fold outside the 10th-90th percentile range of the annotations the model
+          was trained on (``info["trained_diameter_px"]``, in original-image pixels);
+        - nothing found.
+        """
+        out = []
+        probs = np.asarray(details.get("prob", []))
+        if not len(probs):
+            return ["no particles found; if the image has some, the model does not know them "
+                    "(adapt it: utilegen segment train)"]
+        p = self.thresholds["prob"]
+        confidence = float(probs.mean())
+        if confidence < p + 0.25 * (1 - p):
+            out.append(f"low detection confidence (mean probability {confidence:.2f}, threshold "
+                       f"{p:.2f}): the images may differ from the training data")
+        trained = self.info.get("trained_diameter_px")
+        if trained and mask.count:
+            counts = np.bincount(mask.labels.ravel())[1:]
+            median = float(np.median(np.sqrt(4 * counts[counts > 0] / np.pi)))
+            lo, hi = float(trained[0]), float(trained[1])
+            if not lo / 2 <= median <= 2 * hi:
+                out.append(f"particle size {median:.0f} px is far outside the trained range "
+                           f"{lo:.0f}-{hi:.0f} px: sizes may be wrong (adapt the model to "
+                           "these images: utilegen segment train)")
+        return out
+
     # --------------------------------------------------------------- thresholds
     def optimize_thresholds(self, val, *, nms_threshs=(0.3, 0.4, 0.5),
                             iou_threshs=(0.3, 0.5, 0.7), measure: str = "accuracy",
