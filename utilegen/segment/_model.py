@@ -220,21 +220,23 @@ class StarDist:
         -------
         InstanceMask, or (InstanceMask, dict) with `return_details`.
         """
-        from ._predict import instances
+        from ._predict import render, suppress
 
         p, n = self._thresholds(prob_thresh, nms_thresh)
         scales = self._scales(scale)
         image = self._check_image(image)
         x = normalize(image, self.config.normalize_low, self.config.normalize_high)
-        results = []
+        kept, maps = [], []
         for s in scales:
             points, probs, dists, prob_map = self.predict_candidates(
                 x, prob_thresh=p, scale=s, tile_size=tile_size, context=context,
                 keep_prob=return_details, _normalized=True)
-            labels, details = instances(points, probs, dists, image.shape, prob_thresh=p,
-                                        nms_thresh=n, scale=s)
-            results.append((labels, {**details, "prob_map": prob_map, "scale": s}))
-        labels, details = _surest(results)
+            kept.append((s, suppress(points, probs, dists, prob_thresh=p, nms_thresh=n)))
+            maps.append(prob_map)
+        k = _surest(kept)  # only the chosen scale's polygons are drawn
+        s = kept[k][0]
+        labels, details = render(*kept[k][1], image.shape, scale=s)
+        details = {**details, "prob_map": maps[k], "scale": s}
         mask = InstanceMask(labels)
         return (mask, details) if return_details else mask
 
@@ -332,8 +334,11 @@ class StarDist:
             def score(t, cache=cache, kept=kept):
                 t = float(np.clip(t, *bracket))
                 if t not in cache:  # as `predict`: the scale with the surest instances
-                    preds = [_surest([render(*above(k, t), y.shape, scale=s) for s, k in ks])[0]
-                             for ks, y in zip(kept, truths)]
+                    preds = []
+                    for ks, y in zip(kept, truths):
+                        chosen = [(s, above(k, t)) for s, k in ks]
+                        s, k = chosen[_surest(chosen)]
+                        preds.append(render(*k, y.shape, scale=s)[0])
                     stats = matching_dataset(truths, preds, thresh=list(iou_threshs),
                                              show_progress=False)
                     cache[t] = float(np.mean([getattr(s, measure) for s in stats]))
@@ -442,10 +447,11 @@ class StarDist:
         return cls.load(path)
 
 
-def _surest(results):
-    """Of ``(labels, details)`` results at several scales, the one whose instances have the
+def _surest(kept) -> int:
+    """Index of the ``(scale, (points, probs, dists))`` NMS result whose instances have the
     highest mean probability (-1 for none); the first one on ties."""
-    return max(results, key=lambda r: float(np.mean(r[1]["prob"])) if len(r[1]["prob"]) else -1.0)
+    return max(range(len(kept)), key=lambda i: float(np.mean(kept[i][1][1]))
+               if len(kept[i][1][1]) else -1.0)
 
 
 def list_pretrained() -> list[str]:
