@@ -48,8 +48,8 @@ def search(truths, cands, bracket, score_fn, nms_threshs=(0.3, 0.4, 0.5)):
 
 def main():
     from stardist.matching import matching_dataset
-
     from train_default import split
+
     from utilegen.datasets import emps
     from utilegen.segment import StarDist, normalize
     from utilegen.segment._data import as_image_and_labels
@@ -109,11 +109,11 @@ def main():
         times[name] = time.perf_counter() - t
     print(f"{len(pairs)} images, {sum(int(y.max()) for y in truths)} annotated particles, "
           f"{n_cand} candidates above 0.05 at scales {scales}")
-    for name in times:
+    for name, seconds in times.items():
         score, t, nms = results[name]
-        print(f"{name}: {times[name]:.1f} s -> prob {t:.4f}, nms {nms}, accuracy {score:.4f}")
-    a, b = results.values()
-    print(f"same thresholds: {a == b}; speed-up x{times[list(times)[1]] / times[list(times)[0]]:.1f}")
+        print(f"{name}: {seconds:.1f} s -> prob {t:.4f}, nms {nms}, accuracy {score:.4f}")
+    (a, b), (t_now, t_before) = results.values(), times.values()
+    print(f"same thresholds: {a == b}; speed-up x{t_before / t_now:.1f}")
 
 
 if __name__ == "__main__":

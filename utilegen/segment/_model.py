@@ -265,8 +265,8 @@ class StarDist:
         out = []
         probs = np.asarray(details.get("prob", []))
         if not len(probs):
-            return ["no particles found; if the image has some, the model does not know them "
-                    "(adapt it: utilegen segment train)"]
+            return [("no particles found; if the image has some, the model does not know "
+                     "them (adapt it: utilegen segment train)")]
         p = self.thresholds["prob"]
         confidence = float(probs.mean())
         if confidence < p + 0.25 * (1 - p):
