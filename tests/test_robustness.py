@@ -255,3 +255,90 @@ def test_unique_names():
     from utilegen.io import unique_names
 
     assert unique_names(["x", "x", "y", "x", "x-2"]) == ["x", "x-2", "y", "x-3", "x-2-2"]
+
+
+# ------------------------------------------------------------------ files and arguments
+def test_palette_tiff_and_png_are_read_as_their_grey_values(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    from utilegen.io import read_image
+
+    idx = (np.arange(64 * 64).reshape(64, 64) % 29).astype(np.uint8)
+    palette = np.zeros((256, 3), np.uint8)
+    palette[:29] = np.arange(29)[:, None] * 8 + 10  # grey levels 10..234, not 0..28
+    im = Image.fromarray(idx, mode="P")
+    im.putpalette(palette.ravel().tolist())
+    expected = np.asarray(im.convert("L"))
+    for suffix in (".tif", ".png"):
+        im.save(tmp_path / f"p{suffix}")
+        got = read_image(tmp_path / f"p{suffix}")
+        assert np.array_equal(got, expected), suffix
+        assert got.max() == 234
+
+
+def test_pixel_count_is_checked_from_the_header_before_decoding(tmp_path, monkeypatch):
+    import struct
+    import zlib
+
+    import cv2
+    import tifffile
+
+    from utilegen import io
+
+    # a tiny PNG whose header claims 30000 x 30000: refused without decoding
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    png = (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
+           + struct.pack(">I", zlib.crc32(chunk)) + b"\x00" * 100)
+    (tmp_path / "bomb.png").write_bytes(png)
+    for reader in (io.read_image, io.read_mask):
+        with pytest.raises(ValueError, match="MAX_PIXELS"):
+            reader(tmp_path / "bomb.png")
+    # every format, with a lowered limit
+    img = np.zeros((64, 64), np.uint8)
+    for suffix in (".png", ".jpg", ".bmp"):
+        cv2.imwrite(str(tmp_path / f"a{suffix}"), img)
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    monkeypatch.setattr(io, "MAX_PIXELS", 1000)
+    for suffix in (".png", ".jpg", ".bmp", ".tif"):
+        with pytest.raises(ValueError, match="64 x 64 = 4,096 pixels"):
+            io.read_image(tmp_path / f"a{suffix}")
+    monkeypatch.setattr(io, "MAX_PIXELS", 4096)
+    assert io.read_image(tmp_path / "a.jpg").shape == (64, 64)
+
+
+def test_generate_rejects_bad_arguments_clearly(tmp_path, capsys):
+    from utilegen.cli import main
+
+    (tmp_path / "file").write_text("x")
+    assert main(["generate", "--sample", "--out", str(tmp_path / "file"), "--n", "2"]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert main(["generate", "--sample", "--out", str(tmp_path / "o"), "--n", "0"]) == 2
+    assert "--n must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_negative_ranges_parse_as_the_help_says(tmp_path):
+    from utilegen.cli import _join_negative_ranges, build_parser
+
+    argv = ["generate", "--sample", "--out", str(tmp_path / "o"), "--rotation", "-30-30"]
+    args = build_parser().parse_args(_join_negative_ranges(argv))
+    assert args.rotation == (-30.0, 30.0)
+
+
+def test_compositor_rejects_non_finite_ranges():
+    from utilegen.synth import Compositor
+
+    for bad in ((float("nan"), 2.0), (0.3, float("inf"))):
+        with pytest.raises(ValueError, match="finite"):
+            Compositor(scale=bad)
+
+
+def test_absurd_pixel_sizes_are_refused_up_front():
+    from utilegen.analyze import ThresholdSegmenter, analyze
+    from utilegen.morphometry import measure
+
+    for bad in (1e-300, 1e300, 0, -1, float("nan")):
+        with pytest.raises(ValueError, match="pixel_size must be a positive number in"):
+            analyze([good_image()], segmenter=ThresholdSegmenter(), pixel_size=bad)
+        with pytest.raises(ValueError, match="pixel_size"):
+            measure(InstanceMask(np.ones((4, 4), np.uint16)), pixel_size=bad)

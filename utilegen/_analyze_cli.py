@@ -31,6 +31,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _pixel_size(text: str) -> float:
+    from .io import check_pixel_size
+
+    try:
+        return check_pixel_size(text, "--pixel-size")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -53,7 +62,7 @@ def add_cli(subparsers) -> None:
                    help="image files, folders or glob patterns (TIFF, PNG, JPEG, BMP)")
     p.add_argument("--out", type=Path, required=True,
                    help="report folder (created; must be empty unless --overwrite)")
-    p.add_argument("--pixel-size", type=_positive_float, default=None,
+    p.add_argument("--pixel-size", type=_pixel_size, default=None,
                    help="size of one pixel in --unit (default: each TIFF's calibration, else px)")
     p.add_argument("--unit", default="nm", help="unit of --pixel-size (default nm)")
     p.add_argument("--model", type=Path, default=None,

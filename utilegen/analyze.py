@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import unique_names
+from .io import check_pixel_size, unique_names
 from .masks import InstanceMask
 
 __all__ = [
@@ -618,14 +618,8 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | None
     import pandas as pd
     from tqdm.auto import tqdm
 
-    
     if pixel_size is not None:
-        try:
-            pixel_size = float(pixel_size)
-        except (TypeError, ValueError):
-            raise ValueError(f"pixel_size must be a positive number, got {pixel_size!r}") from None
-        if not (np.isfinite(pixel_size) and pixel_size > 0):
-            raise ValueError(f"pixel_size must be a positive number, got {pixel_size!r}")
+        pixel_size = check_pixel_size(pixel_size)
     if not isinstance(unit, str) or not unit.strip():
         raise ValueError(f"unit must be a non-empty string such as 'nm', got {unit!r}")
     sources = _collect(images)

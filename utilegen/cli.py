@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -88,6 +89,11 @@ def _add_generate(sub):
 def _generate(args) -> int:
     from .datasets import PairedFolder, sample_pair
     from .synth import Augmenter, BackgroundPool, Compositor, ParticlePool, SyntheticDataset
+
+    if args.n < 1:
+        raise ValueError(f"--n must be at least 1, got {args.n}")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a folder (new, or an export to resume)")
 
     if args.sample:
         pairs = [sample_pair()]
@@ -175,9 +181,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NUMBER = r"\d+(?:\.\d*)?(?:[eE][-+]?\d+)?"
+_NEGATIVE_RANGE = re.compile(rf"-{_NUMBER}--?{_NUMBER}")
+
+
+def _join_negative_ranges(argv: list[str]) -> list[str]:
+    """``--rotation -30-30`` -> ``--rotation=-30-30``: argparse takes a value that starts with
+    '-' and is not a plain number for an option."""
+    out: list[str] = []
+    for arg in argv:
+        if (out and out[-1].startswith("--") and "=" not in out[-1]
+                and _NEGATIVE_RANGE.fullmatch(arg)):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(_join_negative_ranges(argv))
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

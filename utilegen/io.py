@@ -23,7 +23,9 @@ from .masks import InstanceMask
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
     "atomic_path",
+    "check_pixel_size",
     "read_image",
     "read_mask",
     "read_pixel_size",
@@ -43,6 +45,23 @@ _UNIT_ALIASES = {
     "nm": "nm", "nanometer": "nm", "nanometers": "nm", "mm": "mm", "cm": "cm",
     "pixel": None, "pixels": None, "": None,
 }
+
+
+#: Accepted pixel sizes (in any unit): beyond them areas under- or overflow float64.
+PIXEL_SIZE_RANGE = (1e-12, 1e12)
+
+
+def check_pixel_size(value, name: str = "pixel_size") -> float:
+    """`value` as a float pixel size, or a ValueError that names `name` and the valid range."""
+    try:
+        size = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    lo, hi = PIXEL_SIZE_RANGE
+    if not (np.isfinite(size) and lo <= size <= hi):
+        raise ValueError(f"{name} must be a positive number in [{lo:g}, {hi:g}] (a length per "
+                         f"pixel in the given unit), got {value!r}")
+    return size
 
 
 def unique_names(names) -> list[str]:
@@ -86,20 +105,75 @@ def _check_readable(path) -> Path:
     return path
 
 
+#: Largest image (pixels) read by `read_image` / `read_mask`, checked from the file header
+#: before decoding: a small compressed file can decode to gigabytes. Raise it for larger
+#: images (``utilegen.io.MAX_PIXELS = ...``); 2**28 px is 16384 x 16384.
+MAX_PIXELS = 2**28
+
+
+def _header_shape(path: Path, head: bytes) -> tuple[int, int] | None:
+    """(height, width) from a PNG, BMP or JPEG header, or None when not found."""
+    import struct
+
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+        w, h = struct.unpack(">II", head[16:24])
+        return h, w
+    if head[:2] == b"BM" and len(head) >= 26:
+        w, h = struct.unpack("<ii", head[18:26])
+        return abs(h), abs(w)
+    if head[:2] == b"\xff\xd8":  # JPEG: the first start-of-frame marker holds the size
+        i = 2
+        while i + 9 < len(head):
+            if head[i] != 0xFF:
+                i += 1
+                continue
+            marker = head[i + 1]
+            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD,
+                          0xCE, 0xCF):
+                h, w = struct.unpack(">HH", head[i + 5:i + 9])
+                return h, w
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                i += 2
+                continue
+            i += 2 + struct.unpack(">H", head[i + 2:i + 4])[0]
+    return None
+
+
+def _check_pixels(path: Path, shape) -> None:
+    n = int(np.prod([int(v) for v in shape[:2]], dtype=np.int64))
+    if n > MAX_PIXELS:
+        raise ValueError(f"{path}: the image is {shape[0]} x {shape[1]} = {n:,} pixels, more than "
+                         f"utilegen.io.MAX_PIXELS = {MAX_PIXELS:,}; raise that limit to read it")
+
+
 def _read_raw(path: Path) -> np.ndarray:
-    """The file's pixel array as stored (channels last, RGB order)."""
+    """The file's pixel array as stored (channels last, RGB order; palettes applied)."""
     if path.suffix.lower() in TIFF_SUFFIXES:
         import tifffile
 
         try:
             with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                _check_pixels(path, page.shape if page.ndim == 2 or page.shape[-1] in (3, 4)
+                              else page.shape[-2:])
                 arr = tif.asarray(key=0)
-        except Exception as exc:  # tifffile raises many types for broken files
-            raise ValueError(f"cannot read {path}: not a valid TIFF file ({exc})") from None
+                if page.photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None:
+                    arr = _apply_palette(arr, page.colormap)
+        except ValueError as exc:
+            if "MAX_PIXELS" in str(exc):
+                raise
+            raise ValueError(f"cannot read {path}: damaged or not a valid TIFF file ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 -- tifffile raises many types for broken files
+            raise ValueError(f"cannot read {path}: damaged or not a valid TIFF file ({exc})") from None
         if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
             arr = np.moveaxis(arr, 0, -1)  # planar RGB -> channels last
         return arr
     import cv2
+
+    with open(path, "rb") as f:
+        shape = _header_shape(path, f.read(65536))
+    if shape is not None:
+        _check_pixels(path, shape)
 
     data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode handles any path
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
@@ -109,6 +183,17 @@ def _read_raw(path: Path) -> np.ndarray:
         code = cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB
         arr = cv2.cvtColor(arr, code)
     return arr
+
+
+def _apply_palette(indices: np.ndarray, colormap: np.ndarray) -> np.ndarray:
+    """RGB pixels of an indexed-colour image (TIFF colormap (3, 2**bits), 16-bit values),
+    as Pillow's ``convert("RGB")``: the image's grey or colour values, not its indices."""
+    cmap = np.asarray(colormap)
+    if cmap.max() > 255:
+        cmap = (cmap >> 8).astype(np.uint8)  # 16-bit TIFF palette entries -> 8 bit, as Pillow
+    else:
+        cmap = cmap.astype(np.uint8)
+    return np.moveaxis(cmap[:, np.clip(indices, 0, cmap.shape[1] - 1)], 0, -1)
 
 
 def to_grayscale(arr: np.ndarray) -> np.ndarray:
@@ -295,8 +380,7 @@ def _write_tiff(path, arr, *, overwrite: bool, compress: bool, pixel_size=None, 
         raise ValueError(f"{path}: write TIFF files (.tif or .tiff)")
     kwargs = {}
     if pixel_size is not None:
-        if not (np.isfinite(pixel_size) and pixel_size > 0):
-            raise ValueError(f"pixel_size must be a positive number, got {pixel_size!r}")
+        pixel_size = check_pixel_size(pixel_size)
         if arr.dtype not in _IMAGEJ_DTYPES:
             # Without ImageJ metadata the unit (and so the calibration) would be lost.
             raise ValueError(

@@ -419,10 +419,9 @@ def _parse_pixel_size(value) -> float | None:
 
     if value is None or str(value).strip() == "":
         return None
+    from ..io import check_pixel_size
+
     try:
-        size = float(str(value).strip().replace(",", "."))
-    except ValueError:
-        raise HTTPException(400, f"pixel size must be a positive number, got {value!r}") from None
-    if not (math.isfinite(size) and size > 0):
-        raise HTTPException(400, f"pixel size must be a positive number, got {value!r}")
-    return size
+        return check_pixel_size(str(value).strip().replace(",", "."), "pixel size")
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None

@@ -64,12 +64,9 @@ def _load_image(image, shape) -> tuple[np.ndarray | None, Path | None]:
 
 def _resolve_calibration(pixel_size, unit, paths) -> tuple[float, str]:
     if pixel_size is not None:
-        try:
-            size = float(pixel_size)
-        except (TypeError, ValueError):
-            raise ValueError(f"pixel_size must be a positive number, got {pixel_size!r}") from None
-        if not (math.isfinite(size) and size > 0):
-            raise ValueError(f"pixel_size must be a positive number, got {pixel_size!r}")
+        from ..io import check_pixel_size
+
+        size = check_pixel_size(pixel_size)
         if not isinstance(unit, str) or not unit:
             raise ValueError(f"unit must be a non-empty string, got {unit!r}")
         return size, unit

@@ -15,6 +15,12 @@ def _pair(value, name: str, *, integer: bool = False) -> tuple:
         lo, hi = value
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a (low, high) pair, got {value!r}") from None
+    try:
+        finite = bool(np.isfinite(lo) and np.isfinite(hi))
+    except TypeError:
+        finite = False
+    if not finite:
+        raise ValueError(f"{name} must be a (low, high) pair of finite numbers, got {value!r}")
     if integer and not (float(lo).is_integer() and float(hi).is_integer()):
         raise ValueError(f"{name} must be integers, got {value!r}")
     if lo > hi:
