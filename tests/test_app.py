@@ -39,7 +39,7 @@ def png_bytes(disks=((30, 30, 10), (70, 60, 12)), shape=(100, 120)) -> bytes:
 def client(tmp_path):
     app = create_app(segmenter=ThresholdSegmenter(sigma=0, min_area=5), max_files=3,
                      max_bytes=200_000, max_pixels=1_000_000, workdir=tmp_path / "work")
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         yield c
 
 
@@ -137,7 +137,7 @@ def test_limits(client):
 def test_whole_request_size_limit(tmp_path):
     app = create_app(segmenter=ThresholdSegmenter(), max_files=1, max_bytes=1000,
                      workdir=tmp_path)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         r = c.post("/api/jobs", files=[("files", ("x.png", b"\x89PNG" + b"0" * 2_000_000))])
     assert r.status_code == 413 and "too large" in r.json()["detail"]
 
@@ -184,7 +184,7 @@ def test_users_only_see_their_own_jobs(client):
 
 def test_old_jobs_are_dropped(tmp_path):
     app = create_app(segmenter=ThresholdSegmenter(), max_jobs=2, workdir=tmp_path)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         ids = []
         for i in range(3):
             job = upload(c, [(f"{i}.png", png_bytes(), "image/png")]).json()
@@ -213,7 +213,7 @@ def test_cli_serve_builds_the_app_and_runs_uvicorn(monkeypatch, capsys):
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(app=app, **kw))
     assert main(["serve", "--port", "8123", "--max-files", "5", "--max-mb", "2"]) == 0
     assert calls["host"] == "127.0.0.1" and calls["port"] == 8123
-    with TestClient(calls["app"]) as c:
+    with TestClient(calls["app"], base_url="http://localhost") as c:
         limits = c.get("/api/config").json()
     assert limits["max_files"] == 5 and limits["max_bytes"] == 2 * 1024 * 1024
     assert "http://127.0.0.1:8123/" in capsys.readouterr().out
@@ -269,7 +269,7 @@ def test_an_image_that_crashes_native_code_fails_alone_and_the_server_goes_on(tm
     marked[0, 0] = 13
     crash = cv2.imencode(".png", marked)[1].tobytes()
     app = create_app(segmenter=_AbortOnMarker(), max_files=3, workdir=tmp_path / "work")
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         r = upload(client, [("good.png", png_bytes(), "image/png"),
                             ("crash.png", crash, "image/png"),
                             ("also-good.png", png_bytes(disks=((50, 50, 15),)), "image/png")])
@@ -294,8 +294,91 @@ def test_flat_image_with_one_small_feature_is_analyzed_by_the_default_model(tmp_
         app = create_app(workdir=tmp_path / "work")
     except FileNotFoundError:
         pytest.skip("the shipped model is not installed")
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         r = upload(client, [("flat.png", data, "image/png"), ("disks.png", png_bytes(), "image/png")])
         state = wait(client, r.json()["url"], timeout=300)
         assert state["status"] == "done", state
         assert len(state["result"]["images"]) == 2
+
+
+class _Slow(ThresholdSegmenter):
+    """Holds every analysis until released, so that jobs stay queued."""
+
+    def __init__(self, gate):
+        super().__init__(sigma=0, min_area=5)
+        self.gate = gate
+
+    def predict(self, image):
+        self.gate.wait(30)
+        return super().predict(image)
+
+
+def test_queue_is_capped_per_server_and_per_client(tmp_path):
+    import threading
+
+    gate = threading.Event()
+    app = create_app(segmenter=_Slow(gate), isolate=False, max_queued=3, max_per_client=2,
+                     workdir=tmp_path / "work")
+    with TestClient(app, base_url="http://localhost") as client:
+        files = [("a.png", png_bytes(), "image/png")]
+        assert upload(client, files).status_code == 202
+        assert upload(client, files).status_code == 202
+        r = upload(client, files)  # a third from the same client
+        assert r.status_code == 429 and "at most 2" in r.json()["detail"]
+        other = TestClient(app, base_url="http://localhost", client=("10.0.0.2", 5000))
+        assert upload(other, files).status_code == 202
+        r = upload(TestClient(app, base_url="http://localhost", client=("10.0.0.3", 5000)), files)
+        assert r.status_code == 503 and "busy" in r.json()["detail"]
+        assert r.headers["retry-after"] == "60"
+        gate.set()
+
+
+def test_finished_jobs_expire_on_a_timer(tmp_path):
+    app = create_app(segmenter=ThresholdSegmenter(sigma=0, min_area=5), isolate=False,
+                     job_ttl=0.6, workdir=tmp_path / "work")
+    with TestClient(app, base_url="http://localhost") as client:
+        job = upload(client, [("a.png", png_bytes(), "image/png")]).json()
+        assert wait(client, job["url"])["status"] == "done"
+        folder = tmp_path / "work" / job["id"]
+        deadline = time.monotonic() + 5
+        while folder.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # no new upload comes: the timer alone drops it
+        assert not folder.exists()
+        assert client.get(job["url"]).status_code == 404
+
+
+def test_chunked_oversize_upload_gets_413_with_a_reason(tmp_path):
+    app = create_app(segmenter=ThresholdSegmenter(), isolate=False, max_files=1, max_bytes=1000,
+                     workdir=tmp_path / "work")
+    with TestClient(app, base_url="http://localhost") as client:
+        boundary = "XyZ"
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
+                f"filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n").encode()
+
+        def body():  # no Content-Length: the size is only known while streaming
+            yield head
+            for _ in range(40):
+                yield b"\0" * 65536
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        r = client.post("/api/jobs", content=body(),
+                        headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        assert r.status_code == 413 and "too large" in r.json()["detail"]
+        assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_only_configured_host_names_are_served(tmp_path):
+    app = create_app(segmenter=ThresholdSegmenter(), isolate=False, workdir=tmp_path / "w")
+    with TestClient(app, base_url="http://evil.example") as client:
+        assert client.get("/api/config").status_code == 400  # DNS rebinding
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        assert client.get("/api/config").status_code == 200
+
+
+def test_own_work_folder_is_removed_on_shutdown():
+    app = create_app(segmenter=ThresholdSegmenter(), isolate=False)
+    root = app.state.workdir
+    with TestClient(app, base_url="http://localhost") as client:
+        upload(client, [("a.png", png_bytes(), "image/png")])
+        assert root.exists()
+    assert not root.exists()

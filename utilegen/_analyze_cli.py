@@ -99,6 +99,10 @@ def add_cli(subparsers) -> None:
                    help="most images per upload (default 20)")
     s.add_argument("--max-mb", type=_positive_float, default=25.0,
                    help="largest image file in MB (default 25)")
+    s.add_argument("--allowed-host", action="append", metavar="NAME",
+                   help="host name the server answers to (repeatable; protects against DNS "
+                        "rebinding). Default: localhost, plus --host when it names one address; "
+                        "any name when --host is 0.0.0.0 or ::")
     s.set_defaults(func=_serve)
 
 
@@ -148,8 +152,12 @@ def _serve(args) -> int:
 
     segmenter = load_segmenter(args.model)
     classifier = load_classifier(args.classifier)
+    hosts = args.allowed_host
+    if not hosts:
+        hosts = ["*"] if args.host in ("0.0.0.0", "::") else \
+            ["localhost", "127.0.0.1", "::1", "[::1]", args.host]
     app = create_app(segmenter=segmenter, classifier=classifier, max_files=args.max_files,
-                     max_bytes=int(args.max_mb * 1024 * 1024))
+                     max_bytes=int(args.max_mb * 1024 * 1024), allowed_hosts=hosts)
     print(f"utilegen web app on http://{args.host}:{args.port}/ (Ctrl+C to stop)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

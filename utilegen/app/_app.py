@@ -55,6 +55,8 @@ class Job:
     error: str | None = None
     result: dict | None = None
     files: dict[str, Path] = field(default_factory=dict)
+    client: str = ""
+    finished: float | None = None  # time.monotonic() when done or failed
 
 
 def _clean(value):
@@ -123,7 +125,9 @@ async def _json_response(send, status: int, detail: str) -> None:
 def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
                max_bytes: int = 25 * 1024 * 1024, max_pixels: int = 64_000_000,
                max_jobs: int = 100, job_ttl: float = 6 * 3600, workdir=None,
-               exclude_border: bool = True, isolate: bool = True):
+               exclude_border: bool = True, isolate: bool = True, max_queued: int = 20,
+               max_per_client: int = 3,
+               allowed_hosts=("localhost", "127.0.0.1", "::1", "[::1]")):
     """The utilegen web app (a FastAPI application; run it with uvicorn).
 
     Parameters
@@ -141,7 +145,7 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
     max_jobs : int
         Finished jobs kept in memory and on disk; the oldest are dropped first.
     job_ttl : float
-        Seconds after which a job's results are deleted.
+        Seconds after a job finished after which its results are deleted.
     workdir : path, optional
         Where uploads and results are kept (default: a new temporary folder, removed when
         the app shuts down).
@@ -149,6 +153,13 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
         Analyze images in a worker process (default), so that an image that crashes
         native code fails alone and the server keeps serving; False runs them in the
         server's own process (for tests and debugging).
+    max_queued : int
+        Analyses waiting or running at once; more uploads are answered 503 (busy).
+    max_per_client : int
+        Analyses one client address may have waiting or running; more are answered 429.
+    allowed_hosts : sequence of str
+        Host names the server answers to (Starlette's TrustedHostMiddleware), against DNS
+        rebinding: by default only localhost. ``("*",)`` accepts any.
 
     Each upload becomes a job with a random id (uuid4); its results are served only
     under that id, so users never see each other's images or numbers. Uploaded files are
@@ -163,7 +174,8 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
     from ..io import unique_names
 
     for name, value in (("max_files", max_files), ("max_bytes", max_bytes),
-                        ("max_pixels", max_pixels), ("max_jobs", max_jobs)):
+                        ("max_pixels", max_pixels), ("max_jobs", max_jobs),
+                        ("max_queued", max_queued), ("max_per_client", max_per_client)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     model = load_segmenter(segmenter)
@@ -171,6 +183,10 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
     own_workdir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="utilegen-app-")) if own_workdir else Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
+    if own_workdir:  # also when the server stops without a clean shutdown
+        import atexit
+
+        atexit.register(shutil.rmtree, root, True)
     jobs: dict[str, Job] = {}
     lock = threading.Lock()
     # One analysis at a time: the model already uses every core.
@@ -181,7 +197,21 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
 
     @asynccontextmanager
     async def lifespan(app):
-        yield
+        import asyncio
+
+        async def expire():  # finished jobs expire on a timer, not only at the next upload
+            while True:
+                await asyncio.sleep(min(60.0, max(0.05, job_ttl / 4)))
+                _drop_old_jobs()
+
+        timer = asyncio.create_task(expire())
+        try:
+            yield
+        finally:
+            timer.cancel()
+            _shutdown()
+
+    def _shutdown() -> None:
         executor.shutdown(wait=False, cancel_futures=True)
         if worker is not None:
             worker.close()
@@ -201,7 +231,7 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
         with lock:
             finished = sorted((j for j in jobs.values() if j.status in ("done", "failed")),
                               key=lambda j: j.created)
-            expired = [j for j in finished if now - j.created > job_ttl]
+            expired = [j for j in finished if now - (j.finished or j.created) > job_ttl]
             excess = max(0, len(jobs) - max_jobs + 1)
             drop = {j.id: j for j in expired + finished[:excess]}
             for job_id in drop:
@@ -233,9 +263,11 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
                              isolate=worker if worker is not None else False)
             out = report.save(job.folder / "report")
             job.result = _result(job, report, out)
+            job.finished = time.monotonic()
             job.status = "done"
         except Exception as exc:  # noqa: BLE001 - shown to the user; the server goes on
             job.error = f"the analysis failed: {exc}"
+            job.finished = time.monotonic()
             job.status = "failed"
 
     def _result(job: Job, report, out: Path) -> dict:
@@ -298,12 +330,31 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
     def health():
         return {"status": "ok"}
 
+    def _check_capacity(client: str) -> None:
+        with lock:
+            active = [j for j in jobs.values() if j.status in ("queued", "running")]
+        if len(active) >= max_queued:
+            raise HTTPException(503, f"the server is busy: {len(active)} analyses are waiting; "
+                                     "please try again in a few minutes",
+                                headers={"Retry-After": "60"})
+        mine = sum(j.client == client for j in active)
+        if mine >= max_per_client:
+            raise HTTPException(429, f"you already have {mine} analyses waiting or running "
+                                     f"(at most {max_per_client}); wait for them to finish",
+                                headers={"Retry-After": "30"})
+
     @app.post("/api/jobs", status_code=202)
     async def create_job(request: Request):
+        client = request.client.host if request.client else "unknown"
+        _check_capacity(client)  # before reading the body
         try:
             form = await request.form(max_files=max_files * 4 + 10, max_fields=20,
                                       max_part_size=64 * 1024)
+        except _TooLarge:
+            raise  # answered 413 with its reason by the body limit
         except Exception as exc:  # noqa: BLE001 - malformed multipart bodies
+            if isinstance(exc.__cause__ or exc.__context__, _TooLarge):
+                raise _TooLarge from None
             raise HTTPException(400, f"the upload could not be read: {exc}") from None
         uploads = [v for k, v in form.multi_items() if k == "files" and hasattr(v, "filename")]
         if not uploads:
@@ -318,27 +369,32 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
         if unit == "px":
             pixel_size = None  # measure in pixels
         _drop_old_jobs()
+        _check_capacity(client)
         job_id = str(uuid.uuid4())
         folder = root / job_id
         (folder / "uploads").mkdir(parents=True)
         accepted, images, rejected = [], [], []
-        for index, upload in enumerate(uploads):
-            name = display_name(upload.filename, index)
-            try:
-                image = await _accept(upload, folder / "uploads", index)
-            except UploadRejected as exc:
-                rejected.append({"name": upload.filename or name, "reason": str(exc)})
-                continue
-            finally:
-                await upload.close()
-            accepted.append(name)
-            images.append(image)
+        try:
+            for index, upload in enumerate(uploads):
+                name = display_name(upload.filename, index)
+                try:
+                    image = await _accept(upload, folder / "uploads", index)
+                except UploadRejected as exc:
+                    rejected.append({"name": upload.filename or name, "reason": str(exc)})
+                    continue
+                finally:
+                    await upload.close()
+                accepted.append(name)
+                images.append(image)
+        except BaseException:  # no half-written job folder is left behind
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         if not images:
             shutil.rmtree(folder, ignore_errors=True)
             return JSONResponse({"detail": "none of the files could be used", "rejected": rejected},
                                 status_code=400)
         job = Job(id=job_id, folder=folder, names=unique_names(accepted), pixel_size=pixel_size,
-                  unit=unit, rejected=rejected)
+                  unit=unit, rejected=rejected, client=client)
         with lock:
             jobs[job_id] = job
         executor.submit(_run, job, images)
@@ -411,6 +467,9 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
 
     # A request may carry max_files files of max_bytes each, plus form overhead.
     app.add_middleware(_BodyLimit, limit=max_files * max_bytes + 1024 * 1024)
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     return app
 
 
