@@ -342,3 +342,46 @@ def test_absurd_pixel_sizes_are_refused_up_front():
             analyze([good_image()], segmenter=ThresholdSegmenter(), pixel_size=bad)
         with pytest.raises(ValueError, match="pixel_size"):
             measure(InstanceMask(np.ones((4, 4), np.uint16)), pixel_size=bad)
+
+
+# ------------------------------------------------------------ kill and resume an export
+_EXPORT = """
+import sys
+from utilegen.datasets import sample_pair
+from utilegen.synth import BackgroundPool, Compositor, ParticlePool, SyntheticDataset
+pairs = [sample_pair((256, 256), particles=12, rng=0)]
+ds = SyntheticDataset(ParticlePool.from_pairs(pairs), BackgroundPool.from_pairs(pairs),
+                      compositor=Compositor(image_size=256, scale=(0.8, 1.2)), length=int(sys.argv[2]),
+                      seed=0)
+ds.export(sys.argv[1], workers=2, progress=False)
+"""
+
+
+def test_killed_export_workers_stop_and_a_resume_completes_it(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "export"
+    proc = subprocess.Popen([sys.executable, "-c", _EXPORT, str(out), "3000"])
+    records = out / "records"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not records.is_dir() or len(list(records.iterdir())) < 20):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(2)  # the workers notice within a second
+    count = len(list((out / "images").iterdir()))
+    time.sleep(2)
+    assert len(list((out / "images").iterdir())) == count, "workers went on writing"
+    assert count < 3000
+    # plant a temporary file like the ones a kill leaves: the resume removes it
+    (out / "images" / ".00007.tif.deadbeef.part").write_bytes(b"half")
+    r = subprocess.run([sys.executable, "-c", _EXPORT, str(out), "3000"], capture_output=True,
+                       text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = sorted(p.name for p in (out / "images").iterdir())
+    assert len(names) == 3000 and not any(".part" in n for n in names)
+    import json
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and len(manifest["items"]) == 3000

@@ -354,7 +354,8 @@ def atomic_path(path, *, overwrite: bool = False) -> Iterator[Path]:
     # Not tempfile.mkstemp: its files are private (0600) and would stay so after the rename.
     # Exclusive creation gives the usual umask-based mode and never reuses a name.
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part{path.suffix}")
+        # hidden, and not ending in the final suffix: a "*.tif" glob never finds it
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
         try:
             tmp.open("x").close()
             break

@@ -12,6 +12,8 @@ task elsewhere, completes it.
 from __future__ import annotations
 
 import json
+import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -71,9 +73,35 @@ def _write_many(dataset, target: _Target, indices) -> list[int]:
     return [target.write(dataset, i) for i in indices]
 
 
-def _init_worker(dataset):
+def _exit_with_parent(parent: int) -> None:
+    """End this worker process when the exporting process dies (even by SIGKILL), instead of
+    writing on into the folder: the kernel's parent-death signal where there is one (Linux),
+    and a watchdog that notices the worker being re-parented."""
+    import os
+    import signal
+    import threading
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError, TypeError):
+        pass
+
+    def watch():
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True, name="utilegen-parent-watch").start()
+
+
+def _init_worker(dataset, parent: int | None = None):
     global _DATASET
     _DATASET = dataset
+    if parent is not None:
+        _exit_with_parent(parent)
     try:
         import torch
 
@@ -101,6 +129,13 @@ def _prepare(dataset, directory: Path, layout: str) -> dict:
         if old.get("format") != _FORMAT or old.get("config") != json.loads(json.dumps(config)):
             raise ValueError(f"{directory} holds a different dataset (its manifest.json has another "
                              "configuration, seed or layout); choose an empty folder")
+        # A killed run leaves temporary files of unfinished writes: remove them on resume.
+        for sub in ("images", "masks", "records", "."):
+            folder = directory / sub
+            if folder.is_dir():
+                for tmp in folder.glob(".*.part*"):
+                    if tmp.is_file():
+                        tmp.unlink(missing_ok=True)
     elif directory.exists() and any(directory.iterdir()):
         raise ValueError(f"{directory} is not empty and has no manifest.json; choose an empty folder")
     subfolders = ("images", "masks", "records") if layout == "tiff" else ("records",)
@@ -177,7 +212,7 @@ def export(dataset, directory, *, workers: int = 1, coco: bool = False, layout: 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
         chunk = max(1, min(16, len(todo) // (workers * 4) or 1))
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(dataset,)) as pool:
+                                 initargs=(dataset, os.getpid())) as pool:
             for _ in pool.map(_write_local, [target] * len(todo), todo, chunksize=chunk):
                 bar.update()
     bar.close()
