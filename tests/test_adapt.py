@@ -232,3 +232,19 @@ def test_analyze_reports_untrustworthy_images(monkeypatch):
     image, _ = rendered(1, size=96)[0]
     report = analyze([image], segmenter=model, ids=["mine"])
     assert report.warnings and all(w.startswith("mine: ") for w in report.warnings)
+
+
+def test_main_objects_at_the_top_level_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, utilegen\n"
+            "assert 'torch' not in sys.modules\n"
+            "names = ['ParticlePool', 'BackgroundPool', 'Compositor', 'Augmenter',\n"
+            "         'SyntheticDataset', 'StarDist', 'ShapeClassifier', 'measure',\n"
+            "         'SizeDistribution', 'InstanceMask']\n"
+            "assert set(names) <= set(dir(utilegen))\n"
+            "from utilegen.segment import StarDist\n"
+            "assert utilegen.StarDist is StarDist and all(getattr(utilegen, n) for n in names)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr

@@ -24,11 +24,29 @@ __all__ = [
 
 _SUBMODULES = {"io", "datasets", "synth", "segment", "classify", "morphometry", "analyze", "app",
                "cli"}
+# The main objects at the top level, imported from their subpackage on first use, so that
+# `import utilegen` stays light: utilegen.StarDist, utilegen.ParticlePool, ...
+_LAZY = {
+    "ParticlePool": "synth", "BackgroundPool": "synth", "Compositor": "synth",
+    "Augmenter": "synth", "SyntheticDataset": "synth",
+    "StarDist": "segment", "StarDistConfig": "segment",
+    "ShapeClassifier": "classify",
+    "measure": "morphometry", "SizeDistribution": "morphometry",
+}
+__all__ += sorted(_LAZY)
 
 
 def __getattr__(name):
-    if name in _SUBMODULES:
-        import importlib
+    import importlib
 
+    if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'utilegen' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _SUBMODULES | set(_LAZY))
