@@ -330,9 +330,11 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
     def health():
         return {"status": "ok"}
 
-    def _check_capacity(client: str) -> None:
-        with lock:
-            active = [j for j in jobs.values() if j.status in ("queued", "running")]
+    def _check_capacity(client: str, *, locked: bool = False) -> None:
+        if not locked:
+            with lock:
+                return _check_capacity(client, locked=True)
+        active = [j for j in jobs.values() if j.status in ("queued", "running")]
         if len(active) >= max_queued:
             raise HTTPException(503, f"the server is busy: {len(active)} analyses are waiting; "
                                      "please try again in a few minutes",
@@ -369,7 +371,6 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
         if unit == "px":
             pixel_size = None  # measure in pixels
         _drop_old_jobs()
-        _check_capacity(client)
         job_id = str(uuid.uuid4())
         folder = root / job_id
         (folder / "uploads").mkdir(parents=True)
@@ -395,8 +396,13 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
                                 status_code=400)
         job = Job(id=job_id, folder=folder, names=unique_names(accepted), pixel_size=pixel_size,
                   unit=unit, rejected=rejected, client=client)
-        with lock:
-            jobs[job_id] = job
+        try:
+            with lock:  # checked and queued at once: concurrent uploads cannot overshoot
+                _check_capacity(client, locked=True)
+                jobs[job_id] = job
+        except HTTPException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         executor.submit(_run, job, images)
         return {"id": job_id, "url": f"/api/jobs/{job_id}", "accepted": job.names,
                 "rejected": rejected}
