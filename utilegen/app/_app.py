@@ -211,8 +211,15 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
             timer.cancel()
             _shutdown()
 
+    closing = threading.Event()
+    futures: list = []
+
     def _shutdown() -> None:
+        from concurrent.futures import wait as wait_futures
+
+        closing.set()  # a running analysis stops at its next image and writes nothing
         executor.shutdown(wait=False, cancel_futures=True)
+        wait_futures(futures, timeout=60)
         if worker is not None:
             worker.close()
         if own_workdir:
@@ -255,12 +262,16 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
 
         def progress(done, total, image_id):
             job.done = done
+            if closing.is_set():
+                raise RuntimeError("the server is shutting down")
 
         try:
             report = analyze(images, segmenter=model, classifier=shape_classifier,
                              pixel_size=job.pixel_size, unit=job.unit,
                              exclude_border=exclude_border, ids=job.names, callback=progress,
                              isolate=worker if worker is not None else False)
+            if closing.is_set():
+                return
             out = report.save(job.folder / "report")
             job.result = _result(job, report, out)
             job.finished = time.monotonic()
@@ -403,7 +414,7 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
         except HTTPException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        executor.submit(_run, job, images)
+        futures[:] = [f for f in futures if not f.done()] + [executor.submit(_run, job, images)]
         return {"id": job_id, "url": f"/api/jobs/{job_id}", "accepted": job.names,
                 "rejected": rejected}
 
