@@ -219,7 +219,8 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
 
         closing.set()  # a running analysis stops at its next image and writes nothing
         executor.shutdown(wait=False, cancel_futures=True)
-        wait_futures(futures, timeout=60)
+        # cancelled futures never count as done for wait(): only the running one is waited for
+        wait_futures([f for f in futures if not f.cancelled()], timeout=60)
         if worker is not None:
             worker.close()
         if own_workdir:
