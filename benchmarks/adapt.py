@@ -73,8 +73,11 @@ def designs(data):
         for arm in ARMS:
             cells.append((f"t5 n={n}", arm, pool5[:n], eval5, ARMS[arm][1]))
     for shape in ("sphere", "cube", "rod"):
-        ids = list(np.array(data.with_shape(shape).ids)[
-            np.random.default_rng(1).permutation(len(data.with_shape(shape).ids))])
+        try:
+            ids = data.with_shape(shape).ids
+        except ValueError:  # a copy of EMPS with some classes only
+            continue
+        ids = list(np.array(ids)[np.random.default_rng(1).permutation(len(ids))])
         half = len(ids) // 2
         for arm in ("scratch-real", "finetune-mixed"):
             cells.append((f"t3 {shape}", arm, ids[:min(half, 20)], ids[half:half + 30],
@@ -82,7 +85,7 @@ def designs(data):
     return cells
 
 
-def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0):
+def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0, extra=()):
     from utilegen.segment import StarDist
     from utilegen.segment._adapt import validation_figures
     from utilegen.segment._data import as_image_and_labels
@@ -93,10 +96,10 @@ def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0):
         for sub, folder in (("images", "images"), ("masks", "segmaps")):
             (tmp / sub).mkdir()
             for i in train_ids:
-                os.symlink(Path(data.root) / folder / f"{i}.png", tmp / sub / f"{i}.png")
+                os.symlink(Path(data.root).resolve() / folder / f"{i}.png", tmp / sub / f"{i}.png")
         cmd = [sys.executable, "-m", "utilegen", "segment", "train", "--images", str(tmp / "images"),
                "--masks", str(tmp / "masks"), "--out", str(tmp / "model"), "--minutes", str(minutes),
-               "--init", init, "--synthetic-per-real", str(n_syn), "--seed", str(seed)]
+               "--init", init, "--synthetic-per-real", str(n_syn), "--seed", str(seed), *extra]
         t = time.time()
         r = subprocess.run(cmd, capture_output=True, text=True, check=False)
         wall = (time.time() - t) / 60
@@ -150,6 +153,10 @@ def main():
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "adapt_results.json")
     ap.add_argument("--only", nargs="+",
                     help="run only these cells (a cell name such as 't5 n=1', or a design: t5, t4, t3)")
+    ap.add_argument("--arms", nargs="+", choices=list(ARMS), help="run only these arms")
+    ap.add_argument("--emps-root", type=Path, default=EMPS_ROOT)
+    ap.add_argument("--device", help="passed to the train command (a labelled, lighter variant)")
+    ap.add_argument("--workers", type=int, default=0, help="passed to the train command")
     ap.add_argument("--table", type=Path, help="print the results in this file as Markdown and exit")
     args = ap.parse_args()
     if args.table:
@@ -157,14 +164,20 @@ def main():
         return
     from utilegen.datasets import emps
 
-    data = emps(EMPS_ROOT)
+    data = emps(args.emps_root)
+    extra = (["--device", args.device] if args.device else []) + (
+        ["--workers", str(args.workers)] if args.workers else [])
     results = json.loads(args.out.read_text()) if args.out.is_file() else []
     done = {(r["cell"], r["arm"]) for r in results if "error" not in r}
     for name, arm, train_ids, eval_ids, n_syn in designs(data):
         if (name, arm) in done or (args.only and name not in args.only
                                    and not any(name.startswith(o + " ") for o in args.only)):
             continue
-        r = run_cell(data, name, arm, train_ids, eval_ids, n_syn, args.minutes)
+        if args.arms and arm not in args.arms:
+            continue
+        r = run_cell(data, name, arm, train_ids, eval_ids, n_syn, args.minutes, extra=extra)
+        if extra:
+            r["variant"] = " ".join(extra)
         results = [x for x in results if (x["cell"], x["arm"]) != (name, arm)] + [r]
         tmp = args.out.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1))

@@ -65,7 +65,7 @@ def bad_files(folder: Path) -> dict[str, Path]:
     tif("stack.tif", np.zeros((3, 5, 64, 64), np.uint8))
     raw("empty.png", b"")
     raw("text.png", b"this is not an image")
-    ok, png = cv2.imencode(".png", flat8)
+    _, png = cv2.imencode(".png", flat8)
     raw("truncated.png", png.tobytes()[:60])
     good = (folder / "flat-uint8.tif").read_bytes()
     raw("junk-after-header.tif", good[:8] + bytes(np.random.default_rng(0).integers(

@@ -118,3 +118,18 @@ def augment_pair(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator
     if flip:
         image, labels = image[:, ::-1], labels[:, ::-1]
     return image * np.float32(scale) + np.float32(shift), np.ascontiguousarray(labels)
+
+
+# Patch-making worker processes of `StarDist.fit(workers=...)`. They live here, not in
+# `_train`, so that a spawned worker imports numpy and stardist only, not torch.
+_WORKER_SAMPLER = None
+
+
+def worker_init(sampler) -> None:
+    global _WORKER_SAMPLER
+    _WORKER_SAMPLER = sampler
+
+
+def worker_batch(args):
+    seed, epoch, step, batch_size = args
+    return _WORKER_SAMPLER.batch(np.random.default_rng([seed, epoch, step]), batch_size)

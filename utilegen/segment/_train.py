@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .._distributed import any_rank, mean_over_ranks, shard, sync_buffers, world, wrap
-from ._data import PatchSampler, load_pairs
+from ._data import PatchSampler, load_pairs, worker_batch, worker_init
 from ._net import autocast
 
 
@@ -101,19 +101,6 @@ def _prefetch(sampler, rng, batch_size: int, n: int, stop: threading.Event):
                 pass
 
 
-_WORKER_SAMPLER = None
-
-
-def _worker_init(sampler) -> None:
-    global _WORKER_SAMPLER
-    _WORKER_SAMPLER = sampler
-
-
-def _worker_batch(args):
-    seed, epoch, step, batch_size = args
-    return _WORKER_SAMPLER.batch(np.random.default_rng([seed, epoch, step]), batch_size)
-
-
 def _parallel(pool, seed: int, epoch: int, batch_size: int, n: int, window: int):
     """Make `n` batches in worker processes, at most `window` ahead of the consumer.
 
@@ -124,7 +111,7 @@ def _parallel(pool, seed: int, epoch: int, batch_size: int, n: int, window: int)
 
     pending: deque = deque()
     for step in range(n):
-        pending.append(pool.apply_async(_worker_batch, ((seed, epoch, step, batch_size),)))
+        pending.append(pool.apply_async(worker_batch, ((seed, epoch, step, batch_size),)))
         if len(pending) >= window:
             yield pending.popleft().get()
     while pending:
@@ -203,7 +190,7 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
         import multiprocessing as mp
 
         # spawn, not fork: a fork after OpenMP (stardist's C++) or torch threads can hang
-        pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init,
+        pool = mp.get_context("spawn").Pool(workers, initializer=worker_init,
                                             initargs=(sampler,))
         worker_seed = int(rng.integers(2**31))
     for epoch in range(start_epoch, epochs):
