@@ -155,8 +155,7 @@ def _sample(args) -> int:
 
 
 # Subcommands owned by subpackages: module path -> function registering them.
-_PLUGINS = ["utilegen.segment._cli", "utilegen.morphometry._cli", "utilegen.classify._cli",
-            "utilegen._analyze_cli"]
+_PLUGINS = ["utilegen.segment._cli", "utilegen.classify._cli", "utilegen._analyze_cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,14 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_generate(sub)
     _add_sample(sub)
-    for module in _PLUGINS:
-        try:
-            plugin = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("utilegen"):
-                continue  # that part is not built yet
-            raise
-        plugin.add_cli(sub)
+    for module in _PLUGINS:  # a missing module is real breakage: let it raise
+        importlib.import_module(module).add_cli(sub)
     return parser
 
 
