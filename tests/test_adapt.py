@@ -248,3 +248,15 @@ def test_main_objects_at_the_top_level_lazily():
             "assert utilegen.StarDist is StarDist and all(getattr(utilegen, n) for n in names)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_base_is_kept_when_adaptation_makes_things_worse():
+    """A base that already segments the rendered particles, 'adapted' by a learning rate that
+    wrecks it in a few steps: the held-out comparison returns the base."""
+    base = StarDist(StarDistConfig(**TINY), seed=1)
+    base.fit(rendered(3, seed=10), epochs=1, steps_per_epoch=150, progress=False)
+    model = base.fine_tune(rendered(3), val=rendered(2, seed=50), minutes=2, max_steps=25,
+                           synthetic_per_real=0, learning_rate=0.9, progress=False)
+    a = model.info["adaptation"]
+    assert a["kept"] == "base" and a["base_validation"]["f1_50"] > 0.5
+    assert a["validation"] == a["base_validation"]

@@ -256,7 +256,10 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
     StarDist
         A new model: thresholds chosen on the validation pairs, ``predict_scale`` set, and
         ``info["adaptation"]`` holding the provenance and the validation figures
-        (``f1_50``, ``f1_70``, ``d50_relative_error``, ...).
+        (``f1_50``, ``f1_70``, ``d50_relative_error``, ...). When the base model, with
+        thresholds chosen on the same validation pairs, scores a higher F1 there than the
+        trained weights, the base is returned instead (``info["adaptation"]["kept"]`` is
+        ``"base"``; ``base_validation`` holds its figures either way).
     """
     from tqdm.auto import tqdm
 
@@ -309,7 +312,7 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
     budget = minutes * 60
     val_pixels = sum(im.size for im, _ in val_pairs) * chosen**2
     # thresholds and figures: ~2 network passes over the validation pixels plus NMS
-    reserve = min(0.4 * budget, 5 + 4e-6 * val_pixels)
+    reserve = min(0.4 * budget, 5 + (8e-6 if base is not None else 4e-6) * val_pixels)
     train_seconds = max(5.0, budget - reserve - (time.monotonic() - t_start))
     bar = tqdm(total=round(train_seconds), desc="adapting", unit="s", disable=not progress,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]")
@@ -339,6 +342,22 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
         warnings.warn(f"thresholds not tuned: {exc}; the model is not usable yet (train "
                       "longer or check the annotations)", stacklevel=2)
     figures = validation_figures(model, val_pairs)
+    # Adaptation must not make things worse: the base, with thresholds chosen on the same
+    # held-out data for the same scale, is kept when it scores higher there.
+    base_figures, kept = None, "adapted"
+    if base is not None:
+        reference = copy.deepcopy(base)
+        try:
+            reference.optimize_thresholds(val_pairs, scale=predict_scale or chosen)
+            base_figures = validation_figures(reference, val_pairs)
+        except ValueError:  # the base finds nothing there
+            base_figures = None
+        if base_figures is not None and base_figures["f1_50"] > figures["f1_50"]:
+            if progress:
+                print(f"the base model scores higher on the held-out data (F1@0.5 "
+                      f"{base_figures['f1_50']:.3f} against {figures['f1_50']:.3f} adapted): "
+                      "keeping the base, with thresholds for your images")
+            model, figures, kept = reference, base_figures, "base"
     if progress:
         err = figures["d50_relative_error"]
         print(f"validation: F1@0.5 {figures['f1_50']:.3f}, F1@0.7 {figures['f1_70']:.3f}, "
@@ -359,6 +378,7 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
             "train_minutes": round(t_train / 60, 3),
             "total_minutes": round((time.monotonic() - t_start) / 60, 3),
             "thresholds": dict(model.thresholds), "validation": figures,
+            "kept": kept, "base_validation": base_figures,
         },
         # what `analyze` compares new images with (in original-image pixels)
         "trained_diameter_px": [stats["diameter_p10"], stats["diameter_p90"]],
