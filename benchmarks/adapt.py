@@ -125,7 +125,8 @@ def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0, extra
             "train_ids": list(train_ids), "n_eval": len(eval_ids), "minutes_budget": minutes,
             "command_minutes": round(wall, 2), "steps": a["steps"], "scale": a["scale"]["chosen"],
             "split": a["split"]["kind"], "thresholds": a["thresholds"],
-            "predict_scale": a["scale"]["predict"], "heldout": a["validation"], **figures,
+            "predict_scale": a["scale"]["predict"], "heldout": a["validation"],
+            "kept": a.get("kept", "adapted"), **figures,
             "auto_scale": {k: auto[k] for k in ("f1_50", "f1_70", "d50_relative_error")},
             "matched": None if match is None else {
                 "n_images": len(matched), **{k: match[k] for k in ("f1_50", "f1_70",
@@ -143,7 +144,8 @@ def markdown(results) -> str:
             continue
         err = r["d50_relative_error"]
         paper = PAPER.get(r["cell"])
-        lines.append(f"| {r['cell']} | {r['arm']} | {r['f1_50']:.2f} | {r['f1_70']:.2f} | "
+        arm = r["arm"] + (" (base kept)" if r.get("kept") == "base" else "")
+        lines.append(f"| {r['cell']} | {arm} | {r['f1_50']:.2f} | {r['f1_70']:.2f} | "
                      f"{r['precision_50']:.2f} / {r['recall_50']:.2f} | "
                      f"{'n/a' if err is None else f'{err:+.1%}'} | {_auto(r)} | {_matched(r)} | "
                      f"{r['steps']} | "
