@@ -490,3 +490,20 @@ def test_pickle_round_trip():
     copy = pickle.loads(pickle.dumps(mask))
     assert copy == mask and copy.labels.dtype == mask.labels.dtype
     assert not copy.labels.flags.writeable
+
+
+def test_rgb_mask_labels_in_bounded_memory_match_first_appearance():
+    from utilegen.masks import _first_appearance_labels, _first_appearance_small
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 40, (300, 200)).astype(np.uint32) * 9973  # 40 colours, 0 = background
+    expected = _first_appearance_labels(codes)
+    for chunk in (7, 1000, 1 << 20):  # first appearances that straddle chunk boundaries
+        assert np.array_equal(_first_appearance_small(codes, chunk=chunk), expected)
+    # a known answer: labels by raster order of first appearance
+    small = np.array([[0, 5, 5], [7, 0, 5], [9, 7, 0]], np.uint32)
+    assert _first_appearance_small(small).tolist() == [[0, 1, 1], [2, 0, 1], [3, 2, 0]]
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[0, 1] = (255, 0, 0)
+    rgb[1, 0] = (0, 0, 255)
+    assert InstanceMask.from_rgb(rgb).labels.tolist() == [[0, 1], [2, 0]]

@@ -139,11 +139,14 @@ class InstanceMask:
             # 16-bit colour: keep full precision per channel.
             packed = (arr[..., 0].astype(np.uint64) << 32) | (arr[..., 1].astype(np.uint64) << 16) \
                 | arr[..., 2].astype(np.uint64)
-        else:
-            a = arr.astype(np.uint32)
-            packed = (a[..., 0] << 16) | (a[..., 1] << 8) | a[..., 2]
+        else:  # one channel at a time: no (M, N, 3) uint32 temporary
+            packed = arr[..., 0].astype(np.uint32) << 16
+            packed |= arr[..., 1].astype(np.uint32) << 8
+            packed |= arr[..., 2]
         if arr.shape[-1] == 4:
-            packed = np.where(arr[..., 3] == 0, 0, packed)
+            packed[arr[..., 3] == 0] = 0
+        if int(packed.max()) < 1 << 24:
+            return cls(_first_appearance_small(packed))
         return cls(_first_appearance_labels(packed))
 
     @classmethod
@@ -399,6 +402,32 @@ def _first_appearance_labels(values: np.ndarray) -> np.ndarray:
     else:
         rank = rank + 1
     return rank[inverse].reshape(values.shape)
+
+
+def _first_appearance_small(codes: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """`_first_appearance_labels` for codes below 2**24 (8-bit colours) in bounded memory.
+
+    The image is scanned in chunks of `chunk` pixels to find each code's first appearance
+    (int64 temporaries only per chunk), then mapped through a 2**24 lookup table: no
+    per-pixel int64 array, which for a large colour mask cost gigabytes.
+    """
+    flat = codes.ravel()
+    seen = np.zeros(1 << 24, bool)
+    seen[0] = True  # background stays 0
+    order = []
+    for start in range(0, flat.size, chunk):
+        part = flat[start:start + chunk]
+        uniq, first = np.unique(part, return_index=True)
+        new = ~seen[uniq]
+        if new.any():
+            fresh = uniq[new][np.argsort(first[new], kind="stable")]
+            order.append(fresh)
+            seen[fresh] = True
+    lut = np.zeros(1 << 24, np.uint32)
+    if order:
+        ordered = np.concatenate(order)
+        lut[ordered] = np.arange(1, len(ordered) + 1, dtype=np.uint32)
+    return lut[flat].reshape(codes.shape)
 
 
 def _rle_counts(binary: np.ndarray) -> list[int]:
