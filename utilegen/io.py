@@ -139,10 +139,14 @@ def _header_shape(path: Path, head: bytes) -> tuple[int, int] | None:
     return None
 
 
+class _TooManyPixels(ValueError):
+    """An image over `MAX_PIXELS` (a ValueError, so callers see the usual error type)."""
+
+
 def _check_pixels(path: Path, shape) -> None:
     n = int(np.prod([int(v) for v in shape[:2]], dtype=np.int64))
     if n > MAX_PIXELS:
-        raise ValueError(f"{path}: the image is {shape[0]} x {shape[1]} = {n:,} pixels, more than "
+        raise _TooManyPixels(f"{path}: the image is {shape[0]} x {shape[1]} = {n:,} pixels, more than "
                          f"utilegen.io.MAX_PIXELS = {MAX_PIXELS:,}; raise that limit to read it")
 
 
@@ -159,10 +163,8 @@ def _read_raw(path: Path) -> np.ndarray:
                 arr = tif.asarray(key=0)
                 if page.photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None:
                     arr = _apply_palette(arr, page.colormap)
-        except ValueError as exc:
-            if "MAX_PIXELS" in str(exc):
-                raise
-            raise ValueError(f"cannot read {path}: damaged or not a valid TIFF file ({exc})") from None
+        except _TooManyPixels:
+            raise
         except Exception as exc:  # noqa: BLE001 -- tifffile raises many types for broken files
             raise ValueError(f"cannot read {path}: damaged or not a valid TIFF file ({exc})") from None
         if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):

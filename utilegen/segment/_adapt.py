@@ -283,7 +283,8 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
     predict_scale = None
     if scale == "auto":
         chosen = choose_scale(stats["diameter_median"])
-        predict_scale = "auto" if annotation_stats(real)["size_spread"] > 2 else None
+        medians = [float(np.median(d)) for d in (equivalent_diameters(y) for _, y in real) if len(d)]
+        predict_scale = "auto" if max(medians) / min(medians) > 2 else None
     else:
         chosen = float(scale)
         if not 0.05 <= chosen <= 4:
