@@ -165,7 +165,7 @@ _WEB = r"""
 import io, json, sys, threading, time
 import numpy as np, cv2
 from fastapi.testclient import TestClient
-from utilegen.analyze import ThresholdSegmenter
+from utilegen.segment import ThresholdSegmenter
 from utilegen.app import create_app
 folder = sys.argv[1]
 import pathlib

@@ -151,7 +151,7 @@ def test_adapt_validates_arguments():
 def test_cli_train_writes_a_model_that_analyze_uses(tmp_path):
     import argparse
 
-    from utilegen.analyze import analyze
+    from utilegen import analyze
     from utilegen.io import write_image, write_mask
     from utilegen.segment._cli import add_cli
 
@@ -225,7 +225,7 @@ def test_trust_warnings_for_size_confidence_and_nothing_found():
 
 
 def test_analyze_reports_untrustworthy_images(monkeypatch):
-    from utilegen.analyze import analyze
+    from utilegen import analyze
 
     model = StarDist(StarDistConfig(**TINY))
     model.info["trained_diameter_px"] = [2, 4]

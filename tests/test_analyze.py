@@ -17,7 +17,8 @@ import pytest
 
 import utilegen
 from utilegen import InstanceMask, io
-from utilegen.analyze import Report, ThresholdSegmenter, analyze, overlay
+from utilegen.pipeline import Report, analyze, overlay
+from utilegen.segment import ThresholdSegmenter
 
 # (row, col, radius) of dark disks; the last one is cut by the top border.
 DISKS = [(40, 40, 12), (40, 110, 8), (110, 60, 15), (120, 130, 10), (0, 150, 9)]
@@ -290,7 +291,7 @@ def test_default_model_on_an_emps_image(emps_root):
 
 
 def test_cli_analyze(folder, tmp_path, monkeypatch, capsys):
-    from utilegen import analyze as analyze_module
+    from utilegen import pipeline as analyze_module
     from utilegen.cli import main
 
     monkeypatch.setattr(analyze_module, "load_segmenter",
@@ -344,7 +345,7 @@ def test_instance_mask_from_segmenter_is_validated(seg):
 
 
 def test_segmenter_by_shipped_name_or_clear_error():
-    from utilegen.analyze import load_segmenter
+    from utilegen.pipeline import load_segmenter
 
     with pytest.raises(FileNotFoundError, match="no model folder 'no_such_model'.*emps"):
         load_segmenter("no_such_model")

@@ -19,7 +19,7 @@ pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient
 
-from utilegen.analyze import ThresholdSegmenter
+from utilegen.segment import ThresholdSegmenter
 from utilegen.app import create_app
 
 
@@ -205,7 +205,7 @@ def test_create_app_argument_checks():
 def test_cli_serve_builds_the_app_and_runs_uvicorn(monkeypatch, capsys):
     import uvicorn
 
-    from utilegen import analyze as analyze_module
+    from utilegen import pipeline as analyze_module
     from utilegen.cli import main
 
     calls = {}

@@ -42,7 +42,7 @@ def server(tmp_path_factory):
     pytest.importorskip("fastapi")
     import uvicorn
 
-    from utilegen.analyze import ThresholdSegmenter
+    from utilegen.segment import ThresholdSegmenter
     from utilegen.app import create_app
 
     segmenter = ThresholdSegmenter()
@@ -100,7 +100,7 @@ def _drop_files(page, selector: str, paths) -> None:
 
 
 def test_upload_two_emps_images_and_download_csv(server, browser, emps_root, tmp_path):
-    from utilegen.analyze import analyze
+    from utilegen import analyze
 
     url, segmenter = server
     paths = [emps_root / "images" / name for name in IMAGES]

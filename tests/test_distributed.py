@@ -94,7 +94,8 @@ def test_zarr_layout(tmp_path, cluster):
 def test_dask_analyze_equals_local(tmp_path, cluster):
     import pandas as pd
 
-    from utilegen.analyze import ThresholdSegmenter, analyze
+    from utilegen import analyze
+    from utilegen.segment import ThresholdSegmenter
     from utilegen.io import write_image
 
     _, client = cluster

@@ -140,7 +140,7 @@ def good_image() -> np.ndarray:
 
 
 def test_analyze_reports_every_image_of_a_degenerate_batch(default_model):
-    from utilegen.analyze import analyze
+    from utilegen import analyze
 
     bad = degenerate_images()
     images = [good_image(), *bad.values(), np.zeros((1, 1), np.uint8), good_image()]
@@ -165,7 +165,7 @@ class AbortOnMarker:
 
 
 def test_isolated_analyze_survives_a_native_crash_on_one_image():
-    from utilegen.analyze import IsolatedWorker, analyze
+    from utilegen.pipeline import IsolatedWorker, analyze
 
     crash = good_image()
     crash[0, 0] = 13
@@ -334,7 +334,8 @@ def test_compositor_rejects_non_finite_ranges():
 
 
 def test_absurd_pixel_sizes_are_refused_up_front():
-    from utilegen.analyze import ThresholdSegmenter, analyze
+    from utilegen import analyze
+    from utilegen.segment import ThresholdSegmenter
     from utilegen.morphometry import measure
 
     for bad in (1e-300, 1e300, 0, -1, float("nan")):

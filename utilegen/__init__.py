@@ -18,12 +18,13 @@ __all__ = [
     "datasets",
     "io",
     "morphometry",
+    "pipeline",
     "segment",
     "synth",
 ]
 
-_SUBMODULES = {"io", "datasets", "synth", "segment", "classify", "morphometry", "analyze", "app",
-               "cli"}
+_SUBMODULES = {"io", "datasets", "synth", "segment", "classify", "morphometry", "pipeline",
+               "app", "cli"}
 # The main objects at the top level, imported from their subpackage on first use, so that
 # `import utilegen` stays light: utilegen.StarDist, utilegen.ParticlePool, ...
 _LAZY = {
@@ -32,8 +33,9 @@ _LAZY = {
     "StarDist": "segment", "StarDistConfig": "segment",
     "ShapeClassifier": "classify",
     "measure": "morphometry", "SizeDistribution": "morphometry",
+    "analyze": "pipeline",
 }
-__all__ += sorted(_LAZY)
+__all__ += sorted(set(_LAZY) - set(__all__))
 
 
 def __getattr__(name):

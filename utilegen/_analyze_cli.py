@@ -107,7 +107,7 @@ def add_cli(subparsers) -> None:
 
 
 def _analyze(args) -> int:
-    from .analyze import analyze
+    from .pipeline import analyze
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
@@ -147,7 +147,7 @@ def _serve(args) -> int:
         import uvicorn
     except ImportError:
         raise ValueError("the web app needs the web extra: pip install 'utilegen[web]'") from None
-    from .analyze import load_classifier, load_segmenter
+    from .pipeline import load_classifier, load_segmenter
     from .app import create_app
 
     segmenter = load_segmenter(args.model)

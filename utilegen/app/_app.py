@@ -170,7 +170,7 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
     from starlette.concurrency import run_in_threadpool
 
-    from ..analyze import IsolatedWorker, analyze, load_classifier, load_segmenter
+    from ..pipeline import IsolatedWorker, analyze, load_classifier, load_segmenter
     from ..io import unique_names
 
     for name, value in (("max_files", max_files), ("max_bytes", max_bytes),

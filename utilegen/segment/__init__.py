@@ -15,10 +15,12 @@ from ._config import StarDistConfig
 from ._evaluate import evaluate
 from ._model import StarDist, list_pretrained, load
 from ._targets import dist_target, normalize, prob_target, targets
+from ._threshold import ThresholdSegmenter
 
 __all__ = [
            "StarDist",
            "StarDistConfig",
+           "ThresholdSegmenter",
            "adapt",
            "dist_target",
            "evaluate",

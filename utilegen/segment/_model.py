@@ -471,5 +471,9 @@ def load(name_or_path) -> StarDist:
     name = str(name_or_path)
     if name in PRETRAINED:
         return StarDist.pretrained(name)
-    raise FileNotFoundError(f"no model folder {path} and no shipped model named {name!r} "
-                            f"(shipped: {', '.join(list_pretrained())})")
+    shipped = ", ".join(list_pretrained())
+    if "/" in name or "\\" in name:  # written as a path: a folder was meant
+        raise FileNotFoundError(f"model folder not found: {path} (nor a shipped model; "
+                                f"shipped: {shipped})")
+    raise FileNotFoundError(f"no model folder {name!r} and no shipped model of that name "
+                            f"(shipped: {shipped})")

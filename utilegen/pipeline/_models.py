@@ -1,0 +1,96 @@
+"""Loading the models `analyze` uses, and reading what a classifier returns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def load_segmenter(segmenter=None):
+    """The segmenter `analyze` uses: a model object, a saved model folder, or the default.
+
+    Parameters
+    ----------
+    segmenter : None, str, Path or object with ``predict(image) -> InstanceMask``
+        None loads the default model shipped inside utilegen (``StarDist.pretrained("emps")``);
+        a str or path goes to `utilegen.segment.load`: an existing folder written by
+        ``StarDist.save``, else a shipped model's name (``"emps"``).
+    """
+    if segmenter is None:
+        from ..segment import StarDist
+
+        try:
+            return StarDist.pretrained("emps")
+        except (FileNotFoundError, OSError, ValueError) as exc:
+            raise FileNotFoundError(
+                "no segmenter was given and utilegen's default segmentation model could not be "
+                f"loaded ({exc}). Pass a trained model: analyze(..., segmenter=StarDist.load("
+                "'my_model')) or, on the command line, --model my_model/") from None
+    if isinstance(segmenter, (str, Path)):
+        from ..segment import load
+
+        return load(segmenter)  # one rule for "name or folder", as in `utilegen segment`
+    if not callable(getattr(segmenter, "predict", None)):
+        raise ValueError("segmenter must be a StarDist model, a saved model folder, or an object "
+                         f"with a predict(image) method; got {type(segmenter).__name__}")
+    return segmenter
+
+
+def load_classifier(classifier=None):
+    """The image classifier `analyze` uses, or None when there is none.
+
+    None takes the shape classifier shipped inside utilegen if there is one (no classes
+    otherwise); a path loads a saved ``ShapeClassifier``; an object with ``predict(image)``
+    is used as it is.
+    """
+    if classifier is None:
+        try:
+            from ..classify import ShapeClassifier
+        except ImportError:
+            return None
+        pretrained = getattr(ShapeClassifier, "pretrained", None)
+        if pretrained is None:
+            return None
+        try:
+            return pretrained()
+        except Exception:  # noqa: BLE001 - no shipped classifier: classes stay empty
+            return None
+    if isinstance(classifier, (str, Path)):
+        from ..classify import ShapeClassifier
+
+        path = Path(classifier)
+        if not path.exists():
+            raise FileNotFoundError(f"classifier model not found: {path}")
+        return ShapeClassifier.load(path)
+    if not callable(getattr(classifier, "predict", None)):
+        raise ValueError("classifier must be a ShapeClassifier, a saved classifier, or an object "
+                         f"with a predict(image) method; got {type(classifier).__name__}")
+    return classifier
+
+
+def _image_class(classifier, image) -> str | None:
+    """The class name a classifier gives one image (a `Prediction`, a str, or a list)."""
+    result = classifier.predict(image)
+    labels = getattr(result, "labels", None)  # utilegen.classify.Prediction
+    if labels is not None:
+        result = labels
+    if isinstance(result, dict):
+        result = result.get("class", result.get("label"))
+    if isinstance(result, (list, tuple, np.ndarray)):
+        result = result[0] if len(result) else None
+    return None if result is None else str(result)
+
+
+def _particle_shapes(table, pixel_size: float):
+    """Per-particle shape names (sphere / cube / rod / other) from utilegen.classify's
+    morphometry rules, or None when that part of utilegen is not available."""
+    try:
+        from ..classify import ShapeRules
+    except ImportError:
+        return None
+    # The rules expect pixel areas; the other descriptors they use have no unit.
+    px = table[["area", "solidity", "aspect_ratio", "circularity", "feret_diameter_max",
+                "feret_diameter_min"]].copy()
+    px["area"] = px["area"] / pixel_size**2
+    return list(ShapeRules().classify(px))

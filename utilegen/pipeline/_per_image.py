@@ -1,0 +1,57 @@
+"""One image through the pipeline: segment, measure, classify. Errors are returned as
+the outcome, never raised, so that one bad file fails alone (locally, on Dask or in a
+worker process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..masks import InstanceMask
+from ._calibration import _calibration
+from ._inputs import _as_image
+from ._models import _image_class, _particle_shapes
+
+
+def _analyze_one(image_id, source, model, shape_classifier, *, pixel_size, unit, exclude_border) -> dict:
+    """Segment, measure and classify one image; errors are returned, never raised."""
+    import pandas as pd
+
+    from ..morphometry import measure
+
+    try:
+        image = _as_image(source)
+        size, image_unit = _calibration(source, pixel_size, unit)
+        notes = []
+        if callable(getattr(model, "trust_warnings", None)):  # a StarDist: say when in doubt
+            mask, details = model.predict(image, return_details=True)
+            notes = model.trust_warnings(mask, details)
+        else:
+            mask = model.predict(image)
+        if not isinstance(mask, InstanceMask):
+            mask = InstanceMask(np.asarray(mask))
+        if mask.shape != image.shape:
+            raise ValueError(f"the segmenter returned a mask of shape {mask.shape} for an "
+                             f"image of shape {image.shape}")
+        table = measure(mask, image, pixel_size=size, unit=image_unit,
+                        exclude_border=exclude_border)
+        image_class = (_image_class(shape_classifier, image)
+                       if shape_classifier is not None else None)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one bad file must not abort the batch
+        name = str(source) if isinstance(source, Path) else image_id
+        return {"id": image_id, "name": name,
+                "error": f"{type(exc).__name__}: {exc}" if not isinstance(
+                    exc, (ValueError, FileNotFoundError)) else str(exc)}
+    shapes = _particle_shapes(table, size) if len(table) else []
+    attrs = dict(table.attrs)
+    table.insert(0, "shape_class", pd.Series(shapes if shapes is not None else [None] * len(table),
+                                             index=table.index, dtype=object))
+    table.insert(0, "image_class", pd.Series([image_class] * len(table), index=table.index,
+                                             dtype=object))
+    table.insert(0, "image_id", pd.Series([image_id] * len(table), index=table.index, dtype=object))
+    table.attrs = attrs
+    return {"id": image_id, "table": table, "mask": mask, "image": image, "class": image_class,
+            "calibration": (size, image_unit), "warnings": notes}
