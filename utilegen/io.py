@@ -4,6 +4,8 @@
   images are converted to grayscale; dtypes are kept (8-bit stays 8-bit, 16-bit stays
   16-bit, float stays float).
 * Masks: integer label TIFF/PNG, or RGB masks with one colour per instance.
+* Grayscale coercion (`as_gray`, `to_grayscale`) and `to_unit_float` live in
+  `utilegen._image` with the other intensity policies; they are re-exported here.
 * Calibration: the pixel size is read from ImageJ/TIFF resolution metadata.
 * Writes are atomic (a temporary file in the same folder, then a rename) and never replace
   an existing file unless ``overwrite=True`` is given.
@@ -19,17 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
+from ._image import as_gray, to_grayscale, to_unit_float
 from .masks import InstanceMask
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_PIXELS",
+    "as_gray",
     "atomic_path",
     "check_pixel_size",
     "read_image",
     "read_mask",
     "read_pixel_size",
     "to_grayscale",
+    "to_unit_float",
     "unique_names",
     "write_image",
     "write_mask",
@@ -196,51 +201,6 @@ def _apply_palette(indices: np.ndarray, colormap: np.ndarray) -> np.ndarray:
     else:
         cmap = cmap.astype(np.uint8)
     return np.moveaxis(cmap[:, np.clip(indices, 0, cmap.shape[1] - 1)], 0, -1)
-
-
-def to_grayscale(arr: np.ndarray) -> np.ndarray:
-    """Convert an (M, N, 3|4) RGB(A) image to (M, N), keeping the dtype.
-
-    Images whose colour channels are equal (grayscale saved as RGB, as in EMPS) are taken
-    exactly; others use the ITU-R 601 luma weights 0.299, 0.587, 0.114.
-    """
-    if arr.ndim == 2:
-        return arr
-    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-        raise ValueError(f"expected a 2-D image or an RGB(A) image, got shape {arr.shape}")
-    rgb = arr[..., :3]
-    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
-        return np.ascontiguousarray(rgb[..., 0])
-    gray = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    if np.issubdtype(arr.dtype, np.integer):
-        info = np.iinfo(arr.dtype)
-        return np.clip(np.rint(gray), info.min, info.max).astype(arr.dtype)
-    return gray.astype(arr.dtype)
-
-
-def to_unit_float(image) -> np.ndarray:
-    """Image as float32 in [0, 1], the scale utilegen's generator and tensors work in.
-
-    uint8 is divided by 255. Wider integers are divided by the image's own maximum: 12- or
-    14-bit detector data stored as uint16 would otherwise come out nearly black. Floats
-    already in [0, 1] are kept; other floats have their range mapped to [0, 1].
-    """
-    image = np.asarray(image)
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / np.float32(255)
-    if image.dtype == bool:
-        return image.astype(np.float32)
-    if np.issubdtype(image.dtype, np.integer):
-        lo, hi = int(image.min()), int(image.max())
-        if lo < 0:  # signed data: map its range
-            return ((image.astype(np.float32) - lo) / max(hi - lo, 1)).astype(np.float32)
-        return image.astype(np.float32) / np.float32(max(hi, 1))
-    if np.issubdtype(image.dtype, np.floating):
-        lo, hi = float(np.nanmin(image)), float(np.nanmax(image))
-        if lo >= 0 and hi <= 1:
-            return image.astype(np.float32)
-        return ((image - lo) / max(hi - lo, 1e-12)).astype(np.float32)
-    raise ValueError(f"image must be numeric, got dtype {image.dtype}")
 
 
 def read_image(path) -> np.ndarray:

@@ -1,10 +1,11 @@
 """Image preprocessing for classification: grayscale micrograph -> normalised 3-channel tensor.
 
-Policy (documented in `utilegen.classify`):
+Policy (documented in `utilegen.classify`; the intensity step is
+`utilegen._image.percentile_to_unit`):
 - intensities: uint8 images are divided by 255; other dtypes (uint16, float) are mapped
   from their 0.5th-99.5th percentile to [0, 1] (a 12-bit image in a uint16 file would
   otherwise be nearly black);
-- channels: RGB input is converted to grayscale (`utilegen.io.to_grayscale`), and the
+- channels: RGB input is converted to grayscale (`utilegen.io.as_gray`), and the
   grayscale image is replicated to the 3 channels an ImageNet backbone expects;
 - geometry: evaluation/prediction resize the whole image to ``image_size x image_size``
   (aspect ratio not kept: EM fields are close to square, and every particle stays in
@@ -17,27 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..io import to_grayscale
-
-
-def to_unit(image) -> np.ndarray:
-    """(M, N) or (M, N, 3|4) image -> (M, N) float32 in [0, 1] (see module docs)."""
-    image = np.asarray(image)
-    if image.ndim == 3:
-        image = to_grayscale(image)
-    if image.ndim != 2 or min(image.shape) < 2:
-        raise ValueError(f"expected a 2-D grayscale or RGB image, got an array of shape {image.shape}")
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / np.float32(255)
-    if image.dtype == bool:
-        return image.astype(np.float32)
-    values = image.astype(np.float32)
-    if not np.all(np.isfinite(values)):
-        raise ValueError("image has NaN or infinite values")
-    lo, hi = np.percentile(values, (0.5, 99.5))
-    if hi <= lo:
-        return np.zeros_like(values)
-    return np.clip((values - lo) / (hi - lo), 0, 1).astype(np.float32)
+from .._image import percentile_to_unit
 
 
 def _normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
@@ -48,7 +29,7 @@ def _normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
 
 def eval_tensor(image, size: int, mean, std) -> torch.Tensor:
     """Whole image resized to (size, size), as a normalised (3, size, size) tensor."""
-    x = torch.from_numpy(to_unit(image))[None, None]
+    x = torch.from_numpy(percentile_to_unit(image))[None, None]
     x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return _normalize(x[0].clamp(0, 1), mean, std)
 
@@ -73,7 +54,7 @@ class TrainTransform:
                 randaugment, {"translate_const": int(size * 0.45), "img_mean": (128, 128, 128)})
 
     def __call__(self, image) -> torch.Tensor:
-        x = self.crop(torch.from_numpy(to_unit(image))[None])
+        x = self.crop(torch.from_numpy(percentile_to_unit(image))[None])
         if torch.rand(()) < 0.5:
             x = x.flip(-1)
         if torch.rand(()) < 0.5:

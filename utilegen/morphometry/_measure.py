@@ -48,17 +48,11 @@ def _load_image(image, shape) -> tuple[np.ndarray | None, Path | None]:
 
         path = Path(image)
         image = read_image(path)
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        from ..io import to_grayscale
+    from ..io import as_gray
 
-        arr = to_grayscale(arr)
-    if arr.ndim != 2:
-        raise ValueError(f"image must be a 2-D grayscale image, got shape {arr.shape}")
+    arr = as_gray(image)
     if arr.shape != tuple(shape):
         raise ValueError(f"image shape {arr.shape} does not match mask shape {tuple(shape)}")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"image must be numeric, got dtype {arr.dtype}")
     return arr, path
 
 

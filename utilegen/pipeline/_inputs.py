@@ -64,19 +64,10 @@ def _default_id(source, index: int) -> str:
 
 
 def _as_image(source) -> np.ndarray:
-    from ..io import read_image, to_grayscale
+    from ..io import as_gray, read_image
 
     if isinstance(source, Path):
         return read_image(source)
     if isinstance(source, InstanceMask):
         raise ValueError("got an InstanceMask where an image was expected")
-    arr = np.asarray(source)
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        arr = to_grayscale(arr)
-    if arr.ndim != 2:
-        raise ValueError(f"expected a 2-D image, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
-        raise ValueError(f"expected a numeric image, got dtype {arr.dtype}")
-    if arr.size == 0:
-        raise ValueError("the image is empty")
-    return arr
+    return as_gray(source)

@@ -4,22 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._image import to_display_uint8
 from ..masks import InstanceMask
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    """Contrast-stretch an image to uint8 for display (0.5 / 99.5 percentiles)."""
-    img = np.asarray(image, dtype=np.float64)
-    finite = img[np.isfinite(img)]
-    if finite.size == 0:
-        return np.zeros(img.shape, np.uint8)
-    lo, hi = np.percentile(finite, (0.5, 99.5))
-    if hi <= lo:
-        lo, hi = float(finite.min()), float(finite.max())
-    if hi <= lo:
-        return np.full(img.shape, 128, np.uint8)
-    out = np.clip((np.nan_to_num(img, nan=lo) - lo) / (hi - lo), 0, 1)
-    return np.round(out * 255).astype(np.uint8)
 
 
 def overlay(image, mask: InstanceMask, *, measured=None, labels_text: bool = True) -> np.ndarray:
@@ -45,7 +31,7 @@ def overlay(image, mask: InstanceMask, *, measured=None, labels_text: bool = Tru
     import cv2
     from skimage.segmentation import find_boundaries
 
-    gray = _to_uint8(image)
+    gray = to_display_uint8(image)
     rgb = np.repeat(gray[..., None], 3, axis=2)
     labels = np.asarray(mask.labels)
     if labels.shape != gray.shape:

@@ -14,7 +14,8 @@ from ._adapt import adapt
 from ._config import StarDistConfig
 from ._evaluate import evaluate
 from ._model import StarDist, list_pretrained, load
-from ._targets import dist_target, normalize, prob_target, targets
+from .._image import percentile_normalize as normalize
+from ._targets import dist_target, prob_target, targets
 from ._threshold import ThresholdSegmenter
 
 __all__ = [

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._image import as_gray, percentile_normalize
 from ..datasets import get_pair
 from ..masks import InstanceMask
 from ._config import StarDistConfig
-from ._targets import normalize, resize_image, resize_labels, targets
+from ._targets import resize_image, resize_labels, targets
 
 
 def as_image_and_labels(image, mask, *, name: str = "pair") -> tuple[np.ndarray, np.ndarray]:
     """Validate one ``(image, mask)`` item; return (2-D image, integer label array)."""
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] in (3, 4):
-        from ..io import to_grayscale
-
-        image = to_grayscale(image)
-    if image.ndim != 2:
-        raise ValueError(f"{name}: image must be 2-D grayscale, got shape {image.shape}")
+    image = as_gray(image, name=f"{name}: image")
     labels = mask.labels if isinstance(mask, InstanceMask) else InstanceMask(mask).labels
     if labels.shape != image.shape:
         raise ValueError(f"{name}: image shape {image.shape} and mask shape {labels.shape} differ")
@@ -36,7 +31,7 @@ def load_pairs(dataset, config: StarDistConfig, *, what: str = "train",
     out = []
     for i in tqdm(range(n), desc=f"reading {what} pairs", disable=not progress, leave=False):
         image, labels = as_image_and_labels(*get_pair(dataset, i), name=f"{what} item {i}")
-        x = normalize(image, config.normalize_low, config.normalize_high)
+        x = percentile_normalize(image, config.normalize_low, config.normalize_high)
         out.append((resize_image(x, config.scale), resize_labels(labels, config.scale)))
     return out
 

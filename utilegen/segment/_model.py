@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .._image import as_gray, percentile_normalize
 from ..masks import InstanceMask
 from ._config import StarDistConfig
-from ._targets import normalize
 
 _MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 PRETRAINED = {"emps": "stardist_emps"}
@@ -128,18 +128,7 @@ class StarDist:
 
     # --------------------------------------------------------------- prediction
     def _check_image(self, image) -> np.ndarray:
-        image = np.asarray(image)
-        if image.ndim == 3 and image.shape[-1] in (3, 4):
-            from ..io import to_grayscale
-
-            image = to_grayscale(image)
-        if image.ndim != 2:
-            raise ValueError(f"image must be a 2-D grayscale array, got shape {image.shape}")
-        if image.size == 0 or min(image.shape) < 2:
-            raise ValueError(f"image is too small: shape {image.shape}")
-        if not (np.issubdtype(image.dtype, np.number) and not np.issubdtype(image.dtype, np.complexfloating)):
-            raise ValueError(f"image must be numeric, got dtype {image.dtype}")
-        return image
+        return as_gray(image, min_size=2)
 
     def _thresholds(self, prob_thresh, nms_thresh):
         p = self.thresholds["prob"] if prob_thresh is None else float(prob_thresh)
@@ -182,7 +171,7 @@ class StarDist:
             raise ValueError(f"scale must be a number here (one network pass), got {scale!r}")
         (scale,) = self._scales(self.config.scale if scale is None else scale)
         if not _normalized:
-            image = normalize(self._check_image(image), self.config.normalize_low,
+            image = percentile_normalize(self._check_image(image), self.config.normalize_low,
                               self.config.normalize_high)
         x = resize_image(image, scale)
         return candidates(self.network, self.config, x, prob_thresh=prob_thresh,
@@ -225,7 +214,7 @@ class StarDist:
         p, n = self._thresholds(prob_thresh, nms_thresh)
         scales = self._scales(scale)
         image = self._check_image(image)
-        x = normalize(image, self.config.normalize_low, self.config.normalize_high)
+        x = percentile_normalize(image, self.config.normalize_low, self.config.normalize_high)
         kept, maps = [], []
         for s in scales:
             points, probs, dists, prob_map = self.predict_candidates(
@@ -316,7 +305,7 @@ class StarDist:
         for i in range(len(val)):
             image, labels = as_image_and_labels(*get_pair(val, i), name=f"val item {i}")
             truths.append(labels)
-            x = normalize(image, self.config.normalize_low, self.config.normalize_high)
+            x = percentile_normalize(image, self.config.normalize_low, self.config.normalize_high)
             # candidates below 0.05 are never chosen, and would cost memory at 3 scales
             cands.append([(s, self.predict_candidates(x, prob_thresh=0.05, scale=s,
                                                       _normalized=True)[:3]) for s in scales])

@@ -1,62 +1,9 @@
-"""Training targets and image normalization (numpy + `stardist.geometry` / `stardist.utils`)."""
+"""Training targets and resizing (numpy + `stardist.geometry` / `stardist.utils`); the
+image normalization is `utilegen._image.percentile_normalize`."""
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def normalize(image, low: float = 1.0, high: float = 99.8) -> np.ndarray:
-    """Map the `low` and `high` percentiles of `image` to 0 and 1 (float32, not clipped).
-
-    Like csbdeep's ``normalize(x, 1, 99.8)``, used by every StarDist model. Large images
-    are percentile-sampled on a regular sub-grid of about 4 million pixels.
-
-    Degenerate images stay finite and bounded: percentiles are taken over the finite
-    pixels only, and NaN/inf pixels become 0 (background level). When the two percentiles
-    are (nearly) equal, e.g. a flat background with one small particle covering under
-    1 % of the area, the image's minimum and maximum are used instead; a constant image
-    becomes all zeros. Values are clipped to [-1000, 1000] so that no pixel can drive the
-    network to absurd outputs.
-    """
-    image = np.asarray(image)
-    if image.ndim != 2:
-        raise ValueError(f"image must be 2-D (grayscale), got shape {image.shape}")
-    sample = image
-    if image.size > 4_000_000:
-        step = int(np.ceil(np.sqrt(image.size / 4_000_000)))
-        sample = image[::step, ::step]
-    finite = None
-    if np.issubdtype(image.dtype, np.floating):
-        finite = np.isfinite(image)
-        if not finite.all():
-            sample = sample[np.isfinite(sample)]
-            if sample.size == 0:
-                sample = image[finite]
-        else:
-            finite = None
-    if sample.size == 0:  # no finite pixel at all
-        return np.zeros(image.shape, np.float32)
-    lo, hi = (float(v) for v in np.percentile(sample, (low, high)))
-    if not _wide_enough(lo, hi):  # fall back to the full range of the finite pixels
-        values = image[finite] if finite is not None else image
-        lo, hi = float(values.min()), float(values.max())
-        if not _wide_enough(lo, hi):  # a constant image
-            return np.zeros(image.shape, np.float32)
-    # float64 input is scaled in float64: its values may not fit float32 before scaling
-    work = np.float64 if image.dtype == np.float64 else np.float32
-    out = image.astype(work, copy=True)
-    if finite is not None:
-        out[~finite] = lo
-    out -= work(lo)
-    out /= work(hi - lo)
-    np.clip(out, -1000, 1000, out=out)
-    return out.astype(np.float32, copy=False)
-
-
-def _wide_enough(lo: float, hi: float) -> bool:
-    """Whether [lo, hi] is a usable intensity range (not empty, not lost in rounding)."""
-    span = hi - lo
-    return bool(np.isfinite(span) and span > 1e-6 * max(abs(lo), abs(hi), 1e-30))
 
 
 def prob_target(labels: np.ndarray, grid: int = 1) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._image import as_gray
 from ..masks import InstanceMask
 
 
@@ -39,9 +40,7 @@ class ThresholdSegmenter:
         from scipy import ndimage as ndi
         from skimage.filters import threshold_otsu
 
-        img = np.asarray(image, dtype=np.float32)
-        if img.ndim != 2:
-            raise ValueError(f"image must be 2-D, got shape {img.shape}")
+        img = as_gray(image).astype(np.float32)
         if self.sigma > 0:
             img = ndi.gaussian_filter(img, self.sigma)
         if np.ptp(img) == 0:
