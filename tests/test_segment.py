@@ -348,7 +348,7 @@ def test_auto_scale_finds_particles_twice_the_trained_size(trained):
     model, pair, _ = trained
     image = cv2.resize(pair[0].astype(np.float32), (256, 256), interpolation=cv2.INTER_LINEAR)
     truth = np.asarray(pair[1].labels).repeat(2, 0).repeat(2, 1)  # disks of radius 16-28
-    auto, details = model.predict(image, scale="auto", return_details=True)
+    auto, details = model.predict(image, scale="sweep", return_details=True)
     assert details["scale"] == 0.5
     assert evaluate([auto], [(image, truth)], iou=0.5).f1.iloc[-1] >= 0.8
     # the rule: of the tried scales, the result whose instances are surest on average
@@ -358,6 +358,26 @@ def test_auto_scale_finds_particles_twice_the_trained_size(trained):
         means[s] = (np.mean(d["prob"]) if len(d["prob"]) else -1, mask)
     best = max(means, key=lambda s: means[s][0])
     assert best == 0.5 and means[best][1] == auto
+
+
+def test_auto_scale_measures_the_particles_then_runs_one_pass(trained):
+    import cv2
+
+    model, pair, _ = trained
+    image = cv2.resize(pair[0].astype(np.float32), (256, 256), interpolation=cv2.INTER_LINEAR)
+    truth = np.asarray(pair[1].labels).repeat(2, 0).repeat(2, 1)  # disks of radius 16-28
+    model.auto_width = 22.0  # the tiny model was trained on disks 16-28 px wide
+    try:
+        auto, details = model.predict(image, scale="auto", return_details=True)
+    finally:
+        model.auto_width = 40.0
+    choice = details["scale_choice"]
+    # the coarse pass (0.5) sees disks 32-56 px wide, and one pass runs where they are
+    # 22 px wide: two passes in all, not three
+    assert choice["mode"] == "auto" and choice["seen_at"] == 0.5 and choice["passes"] <= 2
+    assert 32 * 0.8 <= choice["width_px"] <= 56 * 1.2
+    assert details["scale"] == pytest.approx(22 / choice["width_px"], rel=0.05)
+    assert evaluate([auto], [(image, truth)], iou=0.5).f1.iloc[-1] >= 0.8
 
 
 def test_predict_scale_is_saved_and_validated(trained, tmp_path):
@@ -421,3 +441,21 @@ def test_scaled_polygons_land_on_the_original_pixel_centres(scale):
     found = np.array(ndi.center_of_mass(out > 0, out, np.unique(out)[1:]))
     found = found[np.argsort(found[:, 0])]
     assert found.shape == (2, 2) and np.abs(found - truth).max() < 0.75
+
+
+@pytest.mark.parametrize("diameter, shape, count, scale", [
+    (10, (256, 256), 60, 1.0), (30, (384, 384), 40, 1.0), (100, (768, 768), 15, 0.41),
+    (300, (1100, 1100), 5, 0.25)])
+def test_auto_scale_estimates_the_particle_size_of_rendered_images(diameter, shape, count, scale):
+    # the shipped model: a coarse pass measures the particles, one pass runs where they are
+    # about AUTO_WIDTH px wide (within config.scale x [1/2, 2] = [0.25, 1])
+    model = StarDist.pretrained("emps")
+    image, truth = sample_pair(shape, particles=count, radius=(0.45 * diameter, 0.55 * diameter),
+                               touching=0.0, rng=1)
+    mask, details = model.predict(image, return_details=True)
+    choice = details["scale_choice"]
+    assert choice["mode"] == "auto"
+    assert 0.75 * diameter <= choice["width_px"] <= 1.25 * diameter  # narrowest width, px
+    assert details["scale"] == pytest.approx(scale, abs=0.06)
+    assert choice["passes"] <= (3 if diameter <= 30 else 2)  # small ones: 0.25, 0.5, then 1
+    assert abs(mask.count - truth.count) <= max(2, 0.1 * truth.count)

@@ -86,12 +86,14 @@ def annotation_stats(pairs) -> dict:
 def choose_scale(median_diameter: float, target: float = TARGET_DIAMETER) -> float:
     """The resize factor that brings particles of `median_diameter` px to `target` px.
 
-    Clipped to [0.1, 2] and rounded to two significant digits.
+    Clipped to [0.1, 2] and rounded to two significant digits (`StarDist`'s rule for
+    ``scale="auto"``, with the training range).
     """
+    from ._model import choose_scale as scale_for
+
     if not (np.isfinite(median_diameter) and median_diameter > 0):
         raise ValueError(f"median_diameter must be a positive number, got {median_diameter!r}")
-    s = float(np.clip(target / median_diameter, 0.1, 2.0))
-    return float(f"{s:.2g}")
+    return scale_for(median_diameter, target=target, lo=0.1, hi=2.0)
 
 
 def _materialize(pairs, what: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -238,7 +240,8 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
         Resize factor before the network. "auto" brings the median annotated particle to
         `TARGET_DIAMETER` px (`choose_scale`); the model then predicts in one pass at it,
         or, when the annotated images' median sizes differ more than 2-fold (several
-        magnifications), with ``predict(scale="auto")`` (that scale x 1, 1/2, 2).
+        magnifications), with ``predict(scale="auto")`` (a coarse pass, then one pass at the
+        scale the particles' width asks for).
     seed : int
         Seeds the split, the synthetic pairs and training.
     steps_per_epoch, batch_size, learning_rate

@@ -13,8 +13,20 @@ from ._config import StarDistConfig
 
 _MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 PRETRAINED = {"emps": "stardist_emps"}
-# scale="auto": the network runs at config.scale times each factor (the first wins ties)
+# scale="sweep": the network runs at config.scale times each factor and the surest result
+# wins (the first on ties)
 AUTO_FACTORS = (1.0, 0.5, 2.0)
+# scale="auto": passes at config.scale times each of these factors, coarsest first, until
+# one finds particles to measure; then one pass at the scale that brings their width to
+# AUTO_WIDTH network pixels, clipped to AUTO_RANGE x config.scale (see `choose_scale`)
+AUTO_LADDER = (0.5, 1.0, 2.0)
+AUTO_RANGE = (0.5, 2.0)
+#: Particle width (px after resizing) `scale="auto"` aims at; with the coarse pass's
+#: minimum particle count and its "large enough to trust" width, chosen on 33 of the
+#: shipped model's training images (benchmarks/RESULTS.md, "One pass at the right scale").
+AUTO_WIDTH = 40.0
+AUTO_MIN_COUNT = 3
+AUTO_TRUSTED_WIDTH = 40.0
 
 
 class StarDist:
@@ -59,6 +71,9 @@ class StarDist:
         self.thresholds = {"prob": 0.5, "nms": 0.4}
         # what `predict` does without a `scale` argument: None = config.scale, or "auto"
         self.predict_scale: str | float | None = None
+        # particle width (px after resizing) scale="auto" aims at: where this network is
+        # surest, i.e. about the widths it was trained on (saved with the thresholds)
+        self.auto_width: float = AUTO_WIDTH
         self.history: list[dict] = []
         self.info: dict = {}
 
@@ -145,16 +160,65 @@ class StarDist:
         if scale is None:
             return [self.config.scale]
         if isinstance(scale, str):
-            if scale != "auto":
-                raise ValueError(f"scale must be a number, 'auto' or None, got {scale!r}")
+            if scale not in ("auto", "sweep"):
+                raise ValueError(f"scale must be a number, 'auto', 'sweep' or None, got {scale!r}")
             # dict.fromkeys: a factor clipped onto another is not run twice
+            factors = AUTO_FACTORS if scale == "sweep" else AUTO_LADDER
             return list(dict.fromkeys(min(4.0, max(0.05, self.config.scale * f))
-                                      for f in AUTO_FACTORS))
+                                      for f in factors))
         if (isinstance(scale, (bool, np.bool_))
                 or not isinstance(scale, (int, float, np.integer, np.floating))
                 or not 0.05 <= scale <= 4):
-            raise ValueError(f"scale must be in [0.05, 4], 'auto' or None, got {scale!r}")
+            raise ValueError(f"scale must be in [0.05, 4], 'auto', 'sweep' or None, got {scale!r}")
         return [float(scale)]
+
+    def _auto(self, x, *, prob_thresh: float, nms_thresh: float, tile_size: int = 1024,
+              context: int = 64, keep_prob: bool = False):
+        """`scale="auto"` on a normalized image: coarse passes until particles are found,
+        then one pass at the scale their width asks for.
+
+        Returns ``(scale, kept, prob_map, choice)``: the NMS result at the chosen scale
+        (``(points, probs, dists)`` in resized coordinates) and a dict that says why.
+        """
+        from ._predict import suppress
+
+        ladder = self._scales("auto")
+        lo, hi = (min(4.0, max(0.05, self.config.scale * f)) for f in AUTO_RANGE)
+        runs = []
+        for s in ladder:
+            points, probs, dists, prob_map = self.predict_candidates(
+                x, prob_thresh=prob_thresh, scale=s, tile_size=tile_size, context=context,
+                keep_prob=keep_prob, _normalized=True)
+            kept = suppress(points, probs, dists, prob_thresh=prob_thresh, nms_thresh=nms_thresh)
+            runs.append((s, kept, prob_map))
+            widths = _widths(kept[2])
+            if len(widths) == 0:
+                continue
+            width = float(np.median(widths))  # px after resizing by s
+            if len(widths) < AUTO_MIN_COUNT and width < AUTO_TRUSTED_WIDTH:
+                continue  # one or two blobs may be clusters of particles too small to see
+            target = choose_scale(width / s, target=self.auto_width, lo=lo, hi=hi)
+            choice = {"mode": "auto", "width_px": round(width / s, 2), "n_seen": len(widths),
+                      "seen_at": s}
+            if abs(np.log(target / s)) <= np.log(1.2):
+                return s, kept, prob_map, {**choice, "scale": s, "passes": len(runs),
+                                           "reason": f"particles {width / s:.0f} px wide at "
+                                                     f"scale {s:g}: kept that pass"}
+            points, probs, dists, prob_map = self.predict_candidates(
+                x, prob_thresh=prob_thresh, scale=target, tile_size=tile_size,
+                context=context, keep_prob=keep_prob, _normalized=True)
+            kept = suppress(points, probs, dists, prob_thresh=prob_thresh, nms_thresh=nms_thresh)
+            return target, kept, prob_map, {
+                **choice, "scale": target, "passes": len(runs) + 1,
+                "reason": f"particles {width / s:.0f} px wide (seen at scale {s:g}): one pass "
+                          f"at {target:g}, where they are {width / s * target:.0f} px wide "
+                          f"(aim {self.auto_width:.0f})"}
+        k = _surest([(s, kept) for s, kept, _ in runs])  # no particles to measure anywhere
+        s, kept, prob_map = runs[k]
+        return s, kept, prob_map, {"mode": "auto", "scale": s, "passes": len(runs),
+                                   "width_px": None, "n_seen": int(len(kept[1])),
+                                   "reason": "too few particles to measure at any scale: "
+                                             "the surest pass"}
 
     def predict_candidates(self, image, *, prob_thresh: float, scale: float | None = None,
                            tile_size: int = 1024, context: int = 64, keep_prob: bool = False,
@@ -188,13 +252,20 @@ class StarDist:
             Grayscale micrograph (RGB is converted); normalized by its 1 / 99.8 percentiles.
         prob_thresh, nms_thresh : float, optional
             Override ``self.thresholds``.
-        scale : float or "auto", optional
+        scale : float, "auto" or "sweep", optional
             Resize factor before the network (default ``self.predict_scale``, which is
-            ``config.scale`` unless set). ``"auto"`` runs the network at ``config.scale``
-            times 1, 1/2 and 2 and keeps the result whose instances have the highest mean
-            probability: the network is surest where particles have the sizes it was
-            trained on, so micrographs of any magnification work without a hint. It costs
-            about 1.3x a prediction at twice ``config.scale``.
+            ``config.scale`` unless set). ``"auto"`` chooses the scale per image before
+            the expensive pass: a coarse pass at ``config.scale / 2`` (a quarter of the
+            pixels) measures the particles' width (the narrowest pair of opposite rays, so
+            thin rods count as thin), then one pass runs at the scale that brings that
+            width to ``self.auto_width`` px (default `AUTO_WIDTH`, measured for the shipped
+            model; set it to the width the model was trained on), within
+            ``config.scale`` x [1/2, 2]. The coarse pass
+            is kept when it already is at that scale. When it sees fewer than 3 particles
+            (and none large), which is what clusters of particles too small to resolve
+            look like, the next finer scale is tried. ``details["scale_choice"]`` says
+            what was chosen and why. ``"sweep"`` runs at ``config.scale`` times 1, 1/2
+            and 2 and keeps the surest result (highest mean probability; three passes).
         tile_size, context : int
             Images larger than `tile_size` pixels per side (after resizing) are predicted in
             tiles with `context` pixels of overlap (multiples of ``config.divisor``), in
@@ -202,8 +273,9 @@ class StarDist:
         return_details : bool
             Also return a dict with the polygons (``coord`` (K, 2, n_rays), ``points``,
             ``prob`` per instance, label k+1 = entry k), ``prob_map`` (the object
-            probability at grid resolution of the resized image) and ``scale`` (the resize
-            factor used).
+            probability at grid resolution of the resized image), ``scale`` (the resize
+            factor used) and ``scale_choice`` (mode, passes run, particle width seen, and
+            the reason in words).
 
         Returns
         -------
@@ -215,17 +287,25 @@ class StarDist:
         scales = self._scales(scale)
         image = self._check_image(image)
         x = percentile_normalize(image, self.config.normalize_low, self.config.normalize_high)
-        kept, maps = [], []
-        for s in scales:
-            points, probs, dists, prob_map = self.predict_candidates(
-                x, prob_thresh=p, scale=s, tile_size=tile_size, context=context,
-                keep_prob=return_details, _normalized=True)
-            kept.append((s, suppress(points, probs, dists, prob_thresh=p, nms_thresh=n)))
-            maps.append(prob_map)
-        k = _surest(kept)  # only the chosen scale's polygons are drawn
-        s = kept[k][0]
-        labels, details = render(*kept[k][1], image.shape, scale=s)
-        details = {**details, "prob_map": maps[k], "scale": s}
+        if (self.predict_scale if scale is None else scale) == "auto":
+            s, kept, prob_map, choice = self._auto(x, prob_thresh=p, nms_thresh=n,
+                                                   tile_size=tile_size, context=context,
+                                                   keep_prob=return_details)
+        else:
+            runs = []
+            for s in scales:
+                points, probs, dists, prob_map = self.predict_candidates(
+                    x, prob_thresh=p, scale=s, tile_size=tile_size, context=context,
+                    keep_prob=return_details, _normalized=True)
+                runs.append((s, suppress(points, probs, dists, prob_thresh=p, nms_thresh=n),
+                             prob_map))
+            s, kept, prob_map = runs[_surest([r[:2] for r in runs])]
+            choice = ({"mode": "sweep", "scale": s, "passes": len(runs),
+                       "reason": "the surest of passes at " + ", ".join(f"{r[0]:g}" for r in runs)}
+                      if len(runs) > 1 else
+                      {"mode": "fixed", "scale": s, "passes": 1, "reason": "fixed scale"})
+        labels, details = render(*kept, image.shape, scale=s)  # only the chosen scale drawn
+        details = {**details, "prob_map": prob_map, "scale": s, "scale_choice": choice}
         mask = InstanceMask(labels)
         return (mask, details) if return_details else mask
 
@@ -300,12 +380,16 @@ class StarDist:
             raise ValueError(f"measure must be one of {sorted(valid)}, got {measure!r}")
         if len(val) == 0:
             raise ValueError("val is empty")
+        mode = self.predict_scale if scale is None else scale
         scales = self._scales(scale)
         truths, cands = [], []
         for i in range(len(val)):
             image, labels = as_image_and_labels(*get_pair(val, i), name=f"val item {i}")
             truths.append(labels)
             x = percentile_normalize(image, self.config.normalize_low, self.config.normalize_high)
+            if mode == "auto":  # the scale is chosen per image once, with the current thresholds
+                p0, n0 = self._thresholds(None, None)
+                scales = [self._auto(x, prob_thresh=p0, nms_thresh=n0)[0]]
             # candidates below 0.05 are never chosen, and would cost memory at 3 scales
             cands.append([(s, self.predict_candidates(x, prob_thresh=0.05, scale=s,
                                                       _normalized=True)[:3]) for s in scales])
@@ -372,7 +456,8 @@ class StarDist:
         info = {**self.info, "kind": "stardist", "utilegen_version": __version__,
                 "history": self.history}
         for name, obj in (("config.json", self.config.to_dict()),
-                          ("thresholds.json", {**self.thresholds, "scale": self.predict_scale}),
+                          ("thresholds.json", {**self.thresholds, "scale": self.predict_scale,
+                                               "auto_width": self.auto_width}),
                           ("info.json", info)):
             with atomic_path(directory / name, overwrite=True) as tmp:
                 tmp.write_text(json.dumps(obj, indent=2, default=float) + "\n")
@@ -397,6 +482,7 @@ class StarDist:
             t = json.loads((directory / "thresholds.json").read_text())
             model.thresholds = {"prob": float(t["prob"]), "nms": float(t["nms"])}
             model.predict_scale = t.get("scale")
+            model.auto_width = float(t.get("auto_width", AUTO_WIDTH))
             try:  # a bad value in the file fails here, not at prediction
                 model._scales(None)
             except ValueError as exc:
@@ -434,6 +520,24 @@ class StarDist:
             raise FileNotFoundError(f"the pretrained model {name!r} is missing from {path}; "
                                     "reinstall utilegen")
         return cls.load(path)
+
+
+def _widths(dists: np.ndarray) -> np.ndarray:
+    """Width of each star polygon (K, n_rays): its narrowest pair of opposite rays."""
+    dists = np.asarray(dists)
+    if len(dists) == 0 or dists.shape[1] % 2:
+        return np.zeros(0)
+    half = dists.shape[1] // 2
+    return np.min(dists[:, :half] + dists[:, half:], axis=1)
+
+
+def choose_scale(width: float, *, target: float = AUTO_WIDTH, lo: float = 0.25,
+                 hi: float = 1.0) -> float:
+    """The resize factor that brings particles `width` px wide to `target` px, clipped to
+    [`lo`, `hi`] and rounded to two significant digits."""
+    if not (np.isfinite(width) and width > 0):
+        raise ValueError(f"width must be a positive number, got {width!r}")
+    return float(f"{float(np.clip(target / width, lo, hi)):.2g}")
 
 
 def _surest(kept) -> int:
