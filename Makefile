@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: install demo test clean-demo browser
+.PHONY: install demo test clean-demo browser ocr
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,14 @@ browser:
 	  echo "installing Debian's chromium for the browser test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: install browser
+# Scale-bar labels are read by Tesseract (the system's OCR; its English model ships with
+# the Debian package, nothing is downloaded at run time). Installed here when missing.
+ocr:
+	@command -v tesseract >/dev/null 2>&1 || { \
+	  echo "installing Debian's tesseract-ocr for scale-bar reading"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null; }
+
+test: install browser ocr
 	$(BIN)/python -m pytest -n 2 tests
 
 clean-demo:

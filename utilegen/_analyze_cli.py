@@ -8,7 +8,7 @@ from pathlib import Path
 
 ANALYZE_EXAMPLES = """examples:
   utilegen analyze micrographs/ --pixel-size 0.5 --unit nm --out report/
-  utilegen analyze 'data/*.tif' --out report/            # pixel size from each TIFF's calibration
+  utilegen analyze 'data/*.tif' --out report/            # pixel size from metadata or scale bar
   utilegen analyze a.png b.png --model my_model/ --pixel-size 1.2 --out report/ --keep-border
 
 exit status: 0 all images analyzed; 3 some files skipped (listed, and in errors.csv);
@@ -31,9 +31,11 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _pixel_size(text: str) -> float:
+def _pixel_size(text: str):
     from .io import check_pixel_size
 
+    if text.strip().lower() == "auto":
+        return "auto"
     try:
         return check_pixel_size(text, "--pixel-size")
     except ValueError as exc:
@@ -62,8 +64,9 @@ def add_cli(subparsers) -> None:
                    help="image files, folders or glob patterns (TIFF, PNG, JPEG, BMP)")
     p.add_argument("--out", type=Path, required=True,
                    help="report folder (created; must be empty unless --overwrite)")
-    p.add_argument("--pixel-size", type=_pixel_size, default=None,
-                   help="size of one pixel in --unit (default: each TIFF's calibration, else px)")
+    p.add_argument("--pixel-size", type=_pixel_size, default="auto",
+                   help="size of one pixel in --unit, for every image; default 'auto': each "
+                        "file's metadata, else its scale bar, else px (the report says which)")
     p.add_argument("--unit", default="nm", help="unit of --pixel-size (default nm)")
     p.add_argument("--model", type=Path, default=None,
                    help="segmentation model folder (from StarDist.save); default: the model "

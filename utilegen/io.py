@@ -30,6 +30,7 @@ __all__ = [
     "as_gray",
     "atomic_path",
     "check_pixel_size",
+    "read_calibration",
     "read_image",
     "read_mask",
     "read_pixel_size",
@@ -41,7 +42,9 @@ __all__ = [
 ]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
-IMAGE_SUFFIXES = TIFF_SUFFIXES + (".png", ".jpg", ".jpeg", ".bmp")
+#: Native microscope files (Gatan, Velox/NCEM EMD, TIA, MRC), read with RosettaSciIO.
+NATIVE_SUFFIXES = (".dm3", ".dm4", ".emd", ".ser", ".mrc")
+IMAGE_SUFFIXES = TIFF_SUFFIXES + (".png", ".jpg", ".jpeg", ".bmp") + NATIVE_SUFFIXES
 
 # ImageJ and TIFF spell units in several ways; map them to one spelling. Keys are lower
 # case because the lookup lower-cases (ImageJ writes µm as the escape "\u00B5m").
@@ -157,6 +160,12 @@ def _check_pixels(path: Path, shape) -> None:
 
 def _read_raw(path: Path) -> np.ndarray:
     """The file's pixel array as stored (channels last, RGB order; palettes applied)."""
+    if path.suffix.lower() in NATIVE_SUFFIXES:
+        from .calibration import read_native
+
+        arr = read_native(path)[0]
+        _check_pixels(path, arr.shape)
+        return arr
     if path.suffix.lower() in TIFF_SUFFIXES:
         import tifffile
 
@@ -209,7 +218,8 @@ def read_image(path) -> np.ndarray:
     Parameters
     ----------
     path : str or Path
-        TIFF, PNG, JPEG or BMP file.
+        TIFF, PNG, JPEG or BMP file, or a native microscope file (DM3/DM4, EMD, SER, MRC:
+        its first 2-D image).
 
     Returns
     -------
@@ -379,3 +389,11 @@ def write_mask(path, mask, *, overwrite: bool = False) -> Path:
     if not isinstance(mask, InstanceMask):
         mask = InstanceMask(mask)
     return _write_tiff(path, mask.labels, overwrite=overwrite, compress=True)
+
+
+def read_calibration(path_or_image, **kwargs):
+    """The pixel size of a micrograph from its metadata or its scale bar
+    (`utilegen.calibration.read_calibration`, which documents the arguments)."""
+    from .calibration import read_calibration as read
+
+    return read(path_or_image, **kwargs)

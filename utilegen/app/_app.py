@@ -46,7 +46,7 @@ class Job:
     id: str
     folder: Path
     names: list[str]
-    pixel_size: float | None
+    pixel_size: float | str | None  # a number, "auto" or None (pixels)
     unit: str
     rejected: list[dict]
     created: float = field(default_factory=time.monotonic)
@@ -382,6 +382,8 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
             raise HTTPException(400, f"unit must be one of {', '.join(UNITS)}")
         if unit == "px":
             pixel_size = None  # measure in pixels
+        elif pixel_size is None:
+            pixel_size = "auto"  # file metadata, else the scale bar, else pixels
         _drop_old_jobs()
         job_id = str(uuid.uuid4())
         folder = root / job_id

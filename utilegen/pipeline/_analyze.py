@@ -13,7 +13,7 @@ from ._report import Report, _empty_particles
 from ._workers import IsolatedWorker, _map_on_dask
 
 
-def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | None = None,
+def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | str | None = "auto",
             unit: str = "nm", exclude_border: bool = True, ids: Iterable[str] | None = None,
             progress: bool = False,
             callback: Callable[[int, int, str], None] | None = None, client=None,
@@ -31,9 +31,13 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | None
     classifier : ShapeClassifier, path, or object with ``predict(image)``, optional
         Gives each image a shape class. Default: the classifier shipped with utilegen if
         there is one; otherwise classes are left empty.
-    pixel_size : float, optional
-        Size of one pixel in `unit`. When None, each TIFF's own calibration is used
-        (ImageJ metadata); uncalibrated images are measured in pixels ("px").
+    pixel_size : float, "auto" or None
+        Size of one pixel in `unit`, for every image. ``"auto"`` (default) resolves each
+        image with the precedence file metadata (ImageJ/OME/Zeiss/FEI TIFF tags, DM3/DM4,
+        EMD, SER, MRC) > scale bar read in the image (`utilegen.io.read_calibration`) >
+        pixels ("px"); None skips the scale bar. ``report.calibration_info`` and
+        ``report.json`` say per image which source was used. A scale bar, its label and
+        an instrument data bar are kept out of the particle table whatever the source.
     unit : str
         Unit of `pixel_size` ("nm", "µm", ...).
     exclude_border : bool
@@ -59,7 +63,9 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | None
     import pandas as pd
     from tqdm.auto import tqdm
 
-    if pixel_size is not None:
+    if isinstance(pixel_size, str) and pixel_size != "auto":
+        raise ValueError(f"pixel_size must be a number, 'auto' or None, got {pixel_size!r}")
+    if pixel_size not in (None, "auto"):
         pixel_size = check_pixel_size(pixel_size)
     if not isinstance(unit, str) or not unit.strip():
         raise ValueError(f"unit must be a non-empty string such as 'nm', got {unit!r}")
@@ -77,7 +83,7 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | None
     model = load_segmenter(segmenter)
     shape_classifier = load_classifier(classifier)
 
-    masks, read, classes, calibration, tables = {}, {}, {}, {}, []
+    masks, read, classes, calibration, tables, cal_info = {}, {}, {}, {}, [], {}
     errors: list[tuple[str, str, str]] = []
     warnings: list[str] = []
     units_by_column: dict = {}
@@ -110,6 +116,7 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | None
         tables.append(table)
         masks[image_id], read[image_id] = outcome["mask"], outcome["image"]
         classes[image_id], calibration[image_id] = outcome["class"], outcome["calibration"]
+        cal_info[image_id] = outcome.get("calibration_info")
     bar.close()
     if own_worker is not None:
         own_worker.close()
@@ -127,10 +134,12 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | None
     if not units_by_column and ok_ids:
         units_by_column = dict(_empty_particles().attrs.get("units", {}))
     particles.attrs = {"units": units_by_column, "unit": units[0] if len(units) == 1 else units}
-    settings = {"pixel_size": pixel_size, "unit": unit if pixel_size is not None else None,
+    settings = {"pixel_size": pixel_size,
+                "unit": unit if pixel_size not in (None, "auto") else None,
                 "exclude_border": bool(exclude_border),
                 "segmenter": repr(model), "classifier": repr(shape_classifier)
                 if shape_classifier is not None else None,
                 "inputs": len(sources)}
     return Report(ids=ok_ids, masks=masks, images=read, particles=particles, classes=classes,
-                  calibration=calibration, errors=errors, warnings=warnings, settings=settings)
+                  calibration=calibration, errors=errors, warnings=warnings, settings=settings,
+                  calibration_info=cal_info)

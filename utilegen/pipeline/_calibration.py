@@ -1,17 +1,49 @@
-"""The pixel size and unit each image is measured in."""
+"""The pixel size and unit each image is measured in, and what in it is not specimen.
+
+Precedence: the user's value > the file's metadata > a scale bar read in the image >
+pixels. `utilegen.calibration` does the reading; this is only the policy.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 
-def _calibration(source, pixel_size, unit) -> tuple[float, str]:
-    if pixel_size is not None:
-        return float(pixel_size), unit
-    if isinstance(source, Path):
-        from ..io import read_pixel_size
+from ..calibration import Calibration, find_data_bar, find_scale_bar
+from ..calibration import read_calibration as _read
 
-        found = read_pixel_size(source)
-        if found is not None:
-            return float(found[0]), found[1]
-    return 1.0, "px"
+
+def _calibration(source, image, pixel_size, unit) -> Calibration:
+    """`pixel_size`: a number (the user's), "auto" (metadata > scale bar > px) or None
+    (metadata > px, no scale-bar reading)."""
+    if pixel_size not in (None, "auto"):
+        # the bar and data bar are still kept out of the particle table
+        bar, data_bar = find_scale_bar(image), find_data_bar(image)
+        return Calibration(float(pixel_size), unit, "user", bar, data_bar)
+    found = _read(source if isinstance(source, Path) else image,
+                  scale_bar=pixel_size == "auto")
+    if found.pixel_size is None:
+        return Calibration(1.0, "px", "none", found.scale_bar, found.data_bar)
+    return found
+
+
+def _outside(mask, boxes):
+    """`mask` without the instances that lie mostly inside any of `boxes` (scale bar and
+    its label, instrument data bar): text and bars are not particles."""
+    if not boxes:
+        return mask
+    from ..masks import InstanceMask
+
+    labels = np.asarray(mask.labels)
+    inside = np.zeros(labels.shape, bool)
+    for r0, c0, r1, c1 in boxes:
+        inside[r0:r1, c0:c1] = True
+    total = np.bincount(labels.ravel())
+    within = np.bincount(labels[inside].ravel(), minlength=len(total))
+    drop = np.flatnonzero((total > 0) & (within > 0.5 * np.maximum(total, 1)))
+    drop = drop[drop > 0]
+    if len(drop) == 0:
+        return mask
+    labels = np.where(np.isin(labels, drop), 0, labels)
+    return InstanceMask(labels)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..masks import InstanceMask
-from ._calibration import _calibration
+from ._calibration import _calibration, _outside
 from ._inputs import _as_image
 from ._models import _image_class, _particle_shapes
 
@@ -22,7 +22,8 @@ def _analyze_one(image_id, source, model, shape_classifier, *, pixel_size, unit,
 
     try:
         image = _as_image(source)
-        size, image_unit = _calibration(source, pixel_size, unit)
+        cal = _calibration(source, image, pixel_size, unit)
+        size, image_unit = cal.pixel_size, cal.unit
         notes = []
         if callable(getattr(model, "trust_warnings", None)):  # a StarDist: say when in doubt
             mask, details = model.predict(image, return_details=True)
@@ -34,6 +35,7 @@ def _analyze_one(image_id, source, model, shape_classifier, *, pixel_size, unit,
         if mask.shape != image.shape:
             raise ValueError(f"the segmenter returned a mask of shape {mask.shape} for an "
                              f"image of shape {image.shape}")
+        mask = _outside(mask, cal.excluded())  # the scale bar's label is not particles
         table = measure(mask, image, pixel_size=size, unit=image_unit,
                         exclude_border=exclude_border)
         image_class = (_image_class(shape_classifier, image)
@@ -54,4 +56,18 @@ def _analyze_one(image_id, source, model, shape_classifier, *, pixel_size, unit,
     table.insert(0, "image_id", pd.Series([image_id] * len(table), index=table.index, dtype=object))
     table.attrs = attrs
     return {"id": image_id, "table": table, "mask": mask, "image": image, "class": image_class,
-            "calibration": (size, image_unit), "warnings": notes}
+            "calibration": (size, image_unit), "calibration_info": _describe(cal),
+            "warnings": notes}
+
+
+def _describe(cal) -> dict:
+    """What the report says about one image's calibration."""
+    out = {"source": cal.source, "pixel_size": cal.pixel_size, "unit": cal.unit}
+    if cal.scale_bar is not None:
+        bar = cal.scale_bar
+        out["scale_bar"] = {"box": list(bar.box), "label": bar.label,
+                            "length_px": bar.length_px, "nm_per_px": bar.nm_per_px,
+                            "confidence": round(bar.confidence, 3)}
+    if cal.data_bar is not None:
+        out["data_bar"] = list(cal.data_bar)
+    return out

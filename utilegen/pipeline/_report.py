@@ -59,13 +59,16 @@ class Report:
     """
 
     def __init__(self, *, ids, masks, images, particles, classes, calibration, errors,
-                 warnings, settings):
+                 warnings, settings, calibration_info=None):
         self.ids = list(ids)
         self.masks = dict(masks)
         self.images = dict(images)
         self.particles = particles
         self.classes = dict(classes)
         self.calibration = dict(calibration)
+        # per image: {"source": "metadata:..."|"scale bar"|"user"|"none", "pixel_size",
+        # "unit", and the scale bar found ("box", "label", "confidence", ...)}
+        self.calibration_info = dict(calibration_info or {})
         self.errors = list(errors)
         self.warnings = list(warnings)
         self.settings = dict(settings)
@@ -115,8 +118,10 @@ class Report:
     def _summary_row(self, image_id, table, pixel_size, unit, image_class):
         from ..morphometry import SizeDistribution
 
+        info = self.calibration_info.get(image_id) or {}
         row = {"image_id": image_id, "image_class": image_class, "particles": len(table),
-               "pixel_size": pixel_size, "unit": unit}
+               "pixel_size": pixel_size, "unit": unit,
+               "calibration_source": info.get("source")}
         values = table[SIZE_COLUMN].to_numpy(dtype=np.float64) if len(table) else np.array([])
         values = values[np.isfinite(values)]
         keys = ("mean", "std", "median", "mode", "d10", "d50", "d90", "geometric_mean",
@@ -148,7 +153,8 @@ class Report:
             classes = {c for c in self.classes.values() if c is not None}
             batch_class = classes.pop() if len(classes) == 1 else None
             size = self.settings.get("pixel_size")
-            rows.append(self._summary_row("all", batch, size if size is not None else float("nan"),
+            rows.append(self._summary_row("all", batch, size if isinstance(size, (int, float))
+                                          else float("nan"),
                                           self.unit, batch_class))
         for image_id in self.ids:
             table = self.particles[self.particles["image_id"] == image_id]
@@ -231,7 +237,8 @@ class Report:
             "settings": self.settings,
             "images": [{"id": i, "file_stem": names[i], "particles": self.count(i),
                         "instances": len(self.masks[i]), "pixel_size": self.calibration[i][0],
-                        "unit": self.calibration[i][1], "image_class": self.classes.get(i)}
+                        "unit": self.calibration[i][1], "image_class": self.classes.get(i),
+                        "calibration": self.calibration_info.get(i)}
                        for i in self.ids],
             "errors": [{"image": e[0], "error": e[1]} for e in self.errors],
             "warnings": self.warnings,

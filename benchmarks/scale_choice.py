@@ -1,0 +1,82 @@
+"""One pass at the right scale: speed and accuracy of `predict`'s scale modes on the
+shipped model's 37 validation images (EMPS images it was not trained on).
+
+    .venv/bin/python benchmarks/scale_choice.py [--threads 2] [--emps ../shared/data/emps]
+
+Modes, timed side by side in the same run on the same images (wall clock of
+`model.predict(image)`: normalization, network, candidates, NMS and rendering):
+- ``auto`` (the default): a coarse pass at 0.25, then one pass at the scale that brings the
+  particles' width to 40 px (rule chosen on 33 of the model's *training* images);
+- ``sweep``: the previous default, three passes (0.25, 0.5, 1.0), the surest kept;
+- ``0.5``: one pass at the trained scale.
+Speed is total time over total pixels, in s per 1024² (1,048,576 px). F1@0.5 overall and
+per image class (shapes.csv) from counts summed over images (stardist.matching).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from stardist.matching import matching
+
+from utilegen.datasets import emps
+from utilegen.segment import StarDist
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--emps", default=str(ROOT.parent / "shared" / "data" / "emps"))
+    ap.add_argument("--modes", default="auto,sweep,0.5")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = StarDist.pretrained("emps")
+    data = emps(args.emps).subset(model.info["val_ids"])
+    shapes = {}
+    for line in open(Path(args.emps) / "shapes.csv"):
+        name, _, shape = line.strip().partition(",")
+        shapes[Path(name).stem] = shape
+    modes = [m if m in ("auto", "sweep") else float(m) for m in args.modes.split(",")]
+    pairs = [data.pair(i) for i in range(len(data))]
+    model.predict(pairs[0][0])  # warm-up
+    pixels = sum(p[0].shape[0] * p[0].shape[1] for p in pairs)
+    print(f"{len(pairs)} validation images, {pixels / 2**20:.1f} x 1024² pixels, "
+          f"{args.threads} threads, {platform.machine()}, {os.cpu_count()} cores, "
+          f"load {os.getloadavg()[0]:.1f}")
+    print("| mode | s per 1024² | passes (mean) | F1@0.5 | sphere | cube | rod | other |")
+    print("|---|---|---|---|---|---|---|---|")
+    for mode in modes:
+        total, counts, passes = 0.0, {}, []
+        for (image, truth), image_id in zip(pairs, data.ids):
+            t0 = time.perf_counter()
+            mask, details = model.predict(image, scale=mode, return_details=True)
+            total += time.perf_counter() - t0
+            passes.append(details["scale_choice"]["passes"])
+            m = matching(truth.labels, mask.labels, thresh=0.5)
+            for key in ("all", shapes.get(image_id, "?")):
+                c = counts.setdefault(key, np.zeros(3))
+                c += (m.tp, m.fp, m.fn)
+
+        def f1(key):
+            if key not in counts:
+                return "-"
+            tp, fp, fn = counts[key]
+            return f"{2 * tp / max(1, 2 * tp + fp + fn):.3f}"
+
+        print(f"| {mode} | {total / (pixels / 2**20):.3f} | {np.mean(passes):.2f} | "
+              f"{f1('all')} | {f1('sphere')} | {f1('cube')} | {f1('rod')} | {f1('other')} |",
+              flush=True)
+    print(f"load at the end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

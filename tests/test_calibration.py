@@ -1,0 +1,200 @@
+"""utilegen.calibration: pixel size from microscope metadata and from burned-in scale bars."""
+
+from __future__ import annotations
+
+import glob
+
+import numpy as np
+import pytest
+import tifffile
+
+from utilegen.calibration import find_data_bar, find_scale_bar, tesseract_available
+from utilegen.io import read_calibration, read_image
+
+needs_ocr = pytest.mark.skipif(not tesseract_available(),
+                               reason="tesseract is not installed (make test installs it)")
+
+
+def micrograph(shape=(480, 640), seed=0) -> np.ndarray:
+    """A noisy gray field with dark disks: something a bar must be told apart from."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(120, 20, shape)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    for _ in range(20):
+        cy, cx, r = rng.uniform(0, shape[0]), rng.uniform(0, shape[1]), rng.uniform(10, 30)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.uniform(40, 90)
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def with_bar(img, label, bar, *, font=None, size=22, light=True, corner="br", ticks=False,
+             boxed=False):
+    """`img` with a scale bar of `bar` px and its `label` drawn above it (Pillow fonts)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    h, w = img.shape
+    im = Image.fromarray(img)
+    d = ImageDraw.Draw(im)
+    f = ImageFont.truetype(font, size) if font else ImageFont.load_default(size=size)
+    fg, bg = (255, 0) if light else (0, 255)
+    x0 = w - bar - 40 if corner[1] == "r" else 30
+    y0 = h - 40 if corner[0] == "b" else size + 40
+    if boxed:
+        d.rectangle([x0 - 12, y0 - size - 22, x0 + bar + 12, y0 + 16], fill=bg)
+    if ticks:
+        d.line([x0, y0, x0 + bar - 1, y0], fill=fg, width=2)
+        d.line([x0, y0 - 7, x0, y0 + 7], fill=fg, width=2)
+        d.line([x0 + bar - 2, y0 - 7, x0 + bar - 2, y0 + 7], fill=fg, width=2)
+    else:
+        d.rectangle([x0, y0, x0 + bar - 1, y0 + 5], fill=fg)
+    tw = d.textlength(label, font=f)
+    d.text((x0 + bar / 2 - tw / 2, y0 - size - 10), label, font=f, fill=fg)
+    return np.asarray(im)
+
+
+KNOWN_MISS = pytest.mark.xfail(reason="not read in every font yet", strict=False)
+FONTS = [None] + [f for f in ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+                              "/usr/share/fonts/truetype/dejavu/DejaVuSerif-Bold.ttf",
+                              "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf")
+                  if glob.glob(f)]
+
+
+@needs_ocr
+@pytest.mark.parametrize("font", FONTS, ids=lambda f: "pillow-default" if f is None else f.split("/")[-1])
+@pytest.mark.parametrize("label, value_nm, bar, light, corner, ticks, boxed", [
+    ("100 nm", 100, 150, True, "br", False, False),
+    ("200 nm", 200, 210, False, "bl", False, False),
+    # known misses, kept visible: Tesseract often drops or misreads µ/μ and "1" in
+    # some fonts, and the label of a two-pixel line with end ticks (RESULTS.md)
+    pytest.param("0.5 µm", 500, 120, False, "bl", False, True, marks=KNOWN_MISS),
+    pytest.param("2 μm", 2000, 180, True, "tr", True, False, marks=KNOWN_MISS),
+    pytest.param("50nm", 50, 96, False, "br", True, False, marks=KNOWN_MISS),
+    pytest.param("1 um", 1000, 135, True, "br", False, True, marks=KNOWN_MISS),
+])
+def test_rendered_scale_bars_give_nm_per_pixel(font, label, value_nm, bar, light, corner,
+                                               ticks, boxed):
+    img = with_bar(micrograph(seed=bar), label, bar, font=font, light=light, corner=corner,
+                   ticks=ticks, boxed=boxed)
+    cal = read_calibration(img)
+    assert cal.source == "scale bar", cal
+    assert cal.unit == "nm"
+    assert cal.pixel_size == pytest.approx(value_nm / bar, rel=0.02)
+    assert cal.confidence >= 0.6
+    r0, c0, r1, c1 = cal.box  # the box holds the bar
+    assert cal.scale_bar.bar[0] >= r0 and cal.scale_bar.bar[2] <= r1
+
+
+@needs_ocr
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_images_without_a_bar_give_none(seed):
+    cal = read_calibration(micrograph(seed=seed))
+    assert cal.source == "none" and cal.pixel_size is None
+
+
+@needs_ocr
+def test_a_bar_without_a_readable_label_is_reported_but_not_used():
+    img = micrograph()
+    img[440:446, 480:600] = 255  # a bar, no label
+    cal = read_calibration(img)
+    assert cal.source == "none" and cal.pixel_size is None
+    assert cal.scale_bar is not None and cal.scale_bar.length_px == 120
+    assert cal.confidence < 0.6
+
+
+def test_data_bar_is_found_along_the_bottom_edge():
+    img = micrograph((500, 640))
+    img[440:] = 20  # a flat dark strip ...
+    img[460:470, 20:200:4] = 230  # ... with some text-like ink
+    assert find_data_bar(img) == (440, 0, 500, 640)
+    assert find_data_bar(micrograph((500, 640))) is None
+
+
+def _write_mrc(path, data, angstrom_per_px):
+    """A minimal MRC2014 file (1024-byte header, float32 data), as cryo-EM tools write."""
+    ny, nx = data.shape
+    h = np.zeros(256, np.int32)
+    h[0:3] = (nx, ny, 1)
+    h[3] = 2  # mode 2: float32
+    h[7:10] = (nx, ny, 1)
+    hf = h.view(np.float32)
+    hf[10:13] = (nx * angstrom_per_px, ny * angstrom_per_px, angstrom_per_px)  # cell, Å
+    hf[13:16] = 90.0
+    h[16:19] = (1, 2, 3)
+    raw = h.tobytes()
+    raw = raw[:208] + b"MAP " + bytes([0x44, 0x44, 0, 0]) + raw[216:]
+    path.write_bytes(raw + data.astype("<f4").tobytes())
+
+
+def test_metadata_of_microscope_files(tmp_path):
+    img = micrograph((64, 80))
+    zeiss = "\r\n".join(["", "AP_IMAGE_PIXEL_SIZE", "Image Pixel Size = 2.5 nm",
+                         "AP_WD", "WD = 5.0 mm", ""])
+    tifffile.imwrite(tmp_path / "zeiss.tif", img, extratags=[(34118, "s", 0, zeiss, True)])
+    fei = "[User]\r\nDate=01/01/2024\r\n[Scan]\r\nPixelWidth=3.2e-09\r\nPixelHeight=3.2e-09\r\n"
+    tifffile.imwrite(tmp_path / "fei.tif", img, extratags=[(34682, "s", 0, fei, True)])
+    tifffile.imwrite(tmp_path / "ome.ome.tif", img, ome=True,
+                     metadata={"PhysicalSizeX": 0.0042, "PhysicalSizeXUnit": "µm"})
+    tifffile.imwrite(tmp_path / "imagej.tif", img, imagej=True, resolution=(1 / 0.7, 1 / 0.7),
+                     metadata={"unit": "nm"})
+    _write_mrc(tmp_path / "a.mrc", img.astype(np.float32), 12.5)
+    from rsciio.emd import file_writer
+
+    file_writer(str(tmp_path / "a.emd"), {
+        "data": img.astype(np.float32),
+        "axes": [{"name": "y", "scale": 0.25, "units": "nm", "size": 64, "offset": 0,
+                  "navigate": False},
+                 {"name": "x", "scale": 0.25, "units": "nm", "size": 80, "offset": 0,
+                  "navigate": False}],
+        "metadata": {"General": {"title": "t"}, "Signal": {"signal_type": ""}},
+        "original_metadata": {}})
+    expected = {"zeiss.tif": (2.5, "Zeiss SEM"), "fei.tif": (3.2, "FEI"),
+                "ome.ome.tif": (4.2, "OME-TIFF"), "imagej.tif": (0.7, "TIFF"),
+                "a.mrc": (1.25, "MRC"), "a.emd": (0.25, "EMD")}
+    for name, (size, fmt) in expected.items():
+        cal = read_calibration(tmp_path / name, scale_bar=False)
+        assert cal.pixel_size == pytest.approx(size, rel=1e-5), name
+        assert cal.unit == "nm" and cal.source == f"metadata:{fmt}", name
+        assert read_image(tmp_path / name).shape == (64, 80), name
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, img)
+    assert read_calibration(plain, scale_bar=False).source == "none"
+
+
+def test_broken_native_file_names_the_file(tmp_path):
+    bad = tmp_path / "broken.dm3"
+    bad.write_bytes(b"junk" * 10)
+    with pytest.raises(ValueError, match="broken.dm3"):
+        read_image(bad)
+
+
+def test_analyze_reports_a_zeiss_tiff_in_nanometres(tmp_path):
+    from utilegen.datasets import sample_pair
+    from utilegen.pipeline import analyze
+
+    image, _ = sample_pair((256, 256), particles=12, rng=3)
+    zeiss = "\r\n".join(["", "AP_IMAGE_PIXEL_SIZE", "Image Pixel Size = 2.5 nm", ""])
+    tifffile.imwrite(tmp_path / "sem.tif", image, extratags=[(34118, "s", 0, zeiss, True)])
+    report = analyze(tmp_path / "sem.tif")
+    assert report.calibration["sem"] == (2.5, "nm")
+    assert report.calibration_info["sem"]["source"] == "metadata:Zeiss SEM"
+    assert report.summary.set_index("image_id").loc["sem", "calibration_source"] == "metadata:Zeiss SEM"
+    assert report.particles.attrs["unit"] == "nm"
+
+
+@needs_ocr
+def test_analyze_keeps_the_scale_bar_label_out_of_the_particles():
+    from utilegen.datasets import sample_pair
+    from utilegen.pipeline import analyze
+
+    image, truth = sample_pair((512, 512), particles=20, rng=5)
+    image = np.asarray(image, np.uint8).copy()
+    image[430:] = 245  # a white band at the bottom, as figures have ...
+    labelled = with_bar(image, "100 nm", 160, light=False, corner="br")  # ... with dark text
+    report = analyze(labelled)
+    info = report.calibration_info["image_0"]
+    assert info["source"] == "scale bar"
+    assert report.calibration["image_0"][0] == pytest.approx(100 / 160, rel=0.02)
+    r0, c0, r1, c1 = info["scale_bar"]["box"]
+    table = report.particles
+    inside = ((table["centroid_y"] >= r0) & (table["centroid_y"] < r1)
+              & (table["centroid_x"] >= c0) & (table["centroid_x"] < c1))
+    assert not inside.any()
