@@ -292,6 +292,23 @@ def test_items_depend_only_on_seed_and_index(pools):
             assert np.allclose(images[j, 0].numpy(), forward[i].image / 255.0)
 
 
+def test_from_pairs_is_the_pools_and_dataset_assembled_by_hand(pair):
+    particles = ParticlePool.from_pairs([pair]).without_border().without_small(0.6)
+    hand = SyntheticDataset(particles.without_larger_than(60),
+                            BackgroundPool.from_pairs([pair], method=("inpaint", "mean")),
+                            compositor=Compositor(image_size=96), length=3, seed=5)
+    made = SyntheticDataset.from_pairs([pair], max_extent=60, background=("inpaint", "mean"),
+                                       compositor=Compositor(image_size=96), length=3, seed=5)
+    assert len(made.particles) == len(hand.particles) < len(ParticlePool.from_pairs([pair]))
+    for i in range(3):
+        assert np.array_equal(made.sample(i).image, hand.sample(i).image)
+        assert made.sample(i).mask == hand.sample(i).mask
+    kept = SyntheticDataset.from_pairs([pair], keep_border=True, min_size=0,
+                                       compositor=Compositor(image_size=96))
+    assert len(kept.particles) == len(ParticlePool.from_pairs([pair]))
+    with pytest.raises(ValueError, match="no particle"):
+        SyntheticDataset.from_pairs([pair], max_extent=1)
+
 def test_real_and_synthetic_concatenate(tmp_path, pools):
     import torch
     from torch.utils.data import ConcatDataset

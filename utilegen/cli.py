@@ -88,7 +88,7 @@ def _add_generate(sub):
 
 def _generate(args) -> int:
     from .datasets import PairedFolder, sample_pair
-    from .synth import Augmenter, BackgroundPool, Compositor, ParticlePool, SyntheticDataset
+    from .synth import Augmenter, Compositor, SyntheticDataset
 
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
@@ -103,18 +103,15 @@ def _generate(args) -> int:
         pairs = PairedFolder(args.images.parent, images=args.images.name, masks=args.masks.name)
     else:
         raise ValueError("give --images and --masks, or --sample")
-    particles = ParticlePool.from_pairs(pairs)
-    if not args.keep_border:
-        particles = particles.without_border()
-    particles = particles.without_small(args.min_size)
-    backgrounds = BackgroundPool.from_pairs(pairs, method=[m.strip() for m in args.background.split(",")])
     compositor = Compositor(particles_per_image=args.particles, overlap=not args.no_overlap,
                             max_overlap=args.max_overlap, scale=args.scale, rotation=args.rotation,
                             image_size=args.size, same_source=args.same_source)
     augmenter = Augmenter(salt_pepper_max=args.salt_pepper, blur_max=args.blur)
-    ds = SyntheticDataset(particles, backgrounds, compositor=compositor, augmenter=augmenter,
-                          length=args.n, seed=args.seed)
-    print(f"{particles}; {backgrounds}")
+    ds = SyntheticDataset.from_pairs(
+        pairs, keep_border=args.keep_border, min_size=args.min_size,
+        background=[m.strip() for m in args.background.split(",")], compositor=compositor,
+        augmenter=augmenter, length=args.n, seed=args.seed)
+    print(f"{ds.particles}; {ds.backgrounds}")
     if args.scheduler:
         try:
             from distributed import Client
