@@ -30,6 +30,7 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 test: install browser
+	$(BIN)/ruff check utilegen tests benchmarks
 	$(BIN)/python -m pytest -n 2 tests
 
 clean-demo:

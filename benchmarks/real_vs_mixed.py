@@ -117,8 +117,8 @@ PAPER = {  # UTILE-Gen paper, F1 in % (DESIGN.md): Table 5 spheres, Table 3 per 
 def markdown(results) -> str:
     """The recorded cells as Markdown tables (real vs mixed side by side, with the paper)."""
     by = {r["cell"]: r for r in results}
-    lines = ["| cell | real only F1@0.5 / @0.7 (P, R) | + synthetic F1@0.5 / @0.7 (P, R) | "
-             "paper F1 real → mixed | train min real / mixed |", "|---|---|---|---|---|"]
+    lines = [("| cell | real only F1@0.5 / @0.7 (P, R) | + synthetic F1@0.5 / @0.7 (P, R) | "
+              "paper F1 real → mixed | train min real / mixed |"), "|---|---|---|---|---|"]
 
     def fmt(r):
         return (f"{r['f1_50']:.2f} / {r['f1_70']:.2f} ({r['precision_50']:.2f}, "

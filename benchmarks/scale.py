@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utilegen.datasets import emps  # noqa: E402
-from utilegen.synth import Compositor, SyntheticDataset  # noqa: E402
+from utilegen.datasets import emps
+from utilegen.synth import Compositor, SyntheticDataset
 
 
 def main():

@@ -146,7 +146,7 @@ def test_masks_are_exact(pools, overlap):
     comp = Compositor(particles_per_image=(15, 25), overlap=overlap, max_overlap=1.0,
                       scale=(0.5, 2.0), image_size=160)
     for seed in range(4):
-        canvas, labels, record = comp.compose(particles, backgrounds, rng=seed)
+        _canvas, labels, record = comp.compose(particles, backgrounds, rng=seed)
         fps = footprints(particles, record, labels.shape)
         placed = [(p, fp) for p, fp in zip(record["particles"], fps) if fp is not None]
         union = np.zeros(labels.shape, bool)
@@ -204,7 +204,7 @@ def test_max_overlap_bounds_coverage(pools):
     comp = Compositor(particles_per_image=(40, 40), overlap=True, max_overlap=0.25, image_size=128)
     covered_some = False
     for seed in range(3):
-        _, labels, record = comp.compose(particles, backgrounds, rng=seed)
+        _, _labels, record = comp.compose(particles, backgrounds, rng=seed)
         for p in record["particles"]:
             if p["label"]:
                 assert p["visible_area"] >= 0.75 * p["area"] - 1e-9
@@ -268,7 +268,8 @@ def test_off_augmenter_is_identity():
 # ---------------------------------------------------------------- dataset
 def test_items_depend_only_on_seed_and_index(pools):
     particles, backgrounds = pools
-    kw = dict(compositor=Compositor(image_size=96, particles_per_image=(3, 8)), length=6, seed=11)
+    kw = {"compositor": Compositor(image_size=96, particles_per_image=(3, 8)), "length": 6,
+          "seed": 11}
     a = SyntheticDataset(particles, backgrounds, **kw)
     b = SyntheticDataset(particles, backgrounds, **kw)
     forward = [a.sample(i) for i in range(6)]

@@ -32,8 +32,9 @@ def load_segmenter(segmenter=None):
 
         return load(segmenter)  # one rule for "name or folder", as in `utilegen segment`
     if not callable(getattr(segmenter, "predict", None)):
-        raise ValueError("segmenter must be a StarDist model, a saved model folder, or an object "
-                         f"with a predict(image) method; got {type(segmenter).__name__}")
+        raise ValueError(  # noqa: TRY004 - the CLI and the app report ValueError as misuse
+            "segmenter must be a StarDist model, a saved model folder, or an object "
+            f"with a predict(image) method; got {type(segmenter).__name__}")
     return segmenter
 
 
@@ -60,8 +61,9 @@ def load_classifier(classifier=None):
 
         return load(classifier)  # one rule for "name or folder", as for the segmenter
     if not callable(getattr(classifier, "predict", None)):
-        raise ValueError("classifier must be a ShapeClassifier, a saved classifier, or an object "
-                         f"with a predict(image) method; got {type(classifier).__name__}")
+        raise ValueError(  # noqa: TRY004 - the CLI and the app report ValueError as misuse
+            "classifier must be a ShapeClassifier, a saved classifier, or an object "
+            f"with a predict(image) method; got {type(classifier).__name__}")
     return classifier
 
 

@@ -1,13 +1,14 @@
+"""`SyntheticDataset`: unlimited synthetic image/instance-mask pairs as a torch
+Dataset; item *i* depends only on ``(seed, i)``."""
+
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
 
-from .. import __version__
 from ..datasets._torch import image_to_tensor, mask_to_tensor
 from ..masks import InstanceMask
 from ._augment import Augmenter
@@ -191,10 +192,3 @@ def _from_unit(image: np.ndarray, dtype: str) -> np.ndarray:
         return image.astype(np.float32, copy=False)
     top = np.iinfo(_DTYPES[dtype]).max
     return np.rint(np.clip(image, 0, 1) * top).astype(_DTYPES[dtype])
-
-
-def environment() -> dict:
-    import cv2
-
-    return {"utilegen": __version__, "numpy": np.__version__, "opencv": cv2.__version__,
-            "python": platform.python_version()}
