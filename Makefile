@@ -37,6 +37,7 @@ ocr:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null; }
 
 test: install browser ocr
+	$(BIN)/ruff check utilegen tests benchmarks
 	$(BIN)/python -m pytest -n 2 tests
 
 clean-demo:

@@ -14,7 +14,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from adapt import BASE, EMPS_ROOT, designs  # noqa: E402
+from adapt import BASE, EMPS_ROOT, designs
 
 
 def main():

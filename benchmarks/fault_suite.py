@@ -234,10 +234,11 @@ def case_web(tmp: Path):
 _EXPORT = """
 import sys
 from utilegen.datasets import sample_pair
-from utilegen.synth import BackgroundPool, Compositor, ParticlePool, SyntheticDataset
+from utilegen.synth import Compositor, SyntheticDataset
 pairs = [sample_pair((256, 256), particles=12, rng=0)]
-ds = SyntheticDataset(ParticlePool.from_pairs(pairs), BackgroundPool.from_pairs(pairs),
-                      compositor=Compositor(image_size=256, scale=(0.8, 1.2)), length=2000, seed=0)
+ds = SyntheticDataset.from_pairs(pairs, keep_border=True, min_size=0,
+                                 compositor=Compositor(image_size=256, scale=(0.8, 1.2)),
+                                 length=2000, seed=0)
 ds.export(sys.argv[1], workers=2, progress=False)
 """
 

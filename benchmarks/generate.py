@@ -29,10 +29,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utilegen.datasets import emps  # noqa: E402
-from utilegen.synth import (Augmenter, BackgroundPool, Compositor, ParticlePool,  # noqa: E402
-                            SyntheticDataset)
-from utilegen.synth._particles import to_unit_float  # noqa: E402
+from utilegen.datasets import emps
+from utilegen.synth import Augmenter, BackgroundPool, Compositor, ParticlePool, SyntheticDataset
+from utilegen.synth._particles import to_unit_float
 
 
 def peak_rss_mb() -> tuple[float, float]:
@@ -109,20 +108,20 @@ def main():
 
     load = os.getloadavg()[0]
     lines = [
-        f"- inputs: {len(pairs)} EMPS '{args.shape}' pairs (mean {mean_px / 1e6:.2f} Mpx), "
-        f"pool {len(particles)} particles, {len(backgrounds)} backgrounds",
-        f"- setup per input image: particles {particle_s * 1e3:.1f} ms + inpainted background "
-        f"{inpaint_s * 1e3:.1f} ms = **{(particle_s + inpaint_s) * 1e3:.1f} ms** (reading the PNGs: "
-        f"{read_s * 1e3:.1f} ms); OpenCV Telea radius 70 on the same images: "
-        f"{statistics.mean(telea):.2f} s per image",
-        f"- per 1024x1024 pair, 10-30 particles, overlap, salt-and-pepper <= 0.1 + blur <= 0.3, one "
-        f"process: **median {statistics.median(times) * 1e3:.1f} ms**, mean {statistics.mean(times) * 1e3:.1f} ms, "
-        f"p95 {np.percentile(times, 95) * 1e3:.1f} ms wall; CPU time of the process: median "
-        f"{statistics.median(cpu_times) * 1e3:.1f} ms (what the item costs when the core is not shared); "
-        f"{args.items} items "
-        f"(mean {np.mean(counts):.1f} visible particles); without overlap: {no_overlap_s * 1e3:.1f} ms",
-        f"- export ({args.export} items, TIFF image + zlib label TIFF + JSON record): 1 worker "
-        f"{export[1]:.1f} items/s, 2 workers {export[2]:.1f} items/s (x{export[2] / export[1]:.2f})",
+        (f"- inputs: {len(pairs)} EMPS '{args.shape}' pairs (mean {mean_px / 1e6:.2f} Mpx), "
+         f"pool {len(particles)} particles, {len(backgrounds)} backgrounds"),
+        (f"- setup per input image: particles {particle_s * 1e3:.1f} ms + inpainted background "
+         f"{inpaint_s * 1e3:.1f} ms = **{(particle_s + inpaint_s) * 1e3:.1f} ms** (reading the PNGs: "
+         f"{read_s * 1e3:.1f} ms); OpenCV Telea radius 70 on the same images: "
+         f"{statistics.mean(telea):.2f} s per image"),
+        (f"- per 1024x1024 pair, 10-30 particles, overlap, salt-and-pepper <= 0.1 + blur <= 0.3, one "
+         f"process: **median {statistics.median(times) * 1e3:.1f} ms**, mean {statistics.mean(times) * 1e3:.1f} ms, "
+         f"p95 {np.percentile(times, 95) * 1e3:.1f} ms wall; CPU time of the process: median "
+         f"{statistics.median(cpu_times) * 1e3:.1f} ms (what the item costs when the core is not shared); "
+         f"{args.items} items "
+         f"(mean {np.mean(counts):.1f} visible particles); without overlap: {no_overlap_s * 1e3:.1f} ms"),
+        (f"- export ({args.export} items, TIFF image + zlib label TIFF + JSON record): 1 worker "
+         f"{export[1]:.1f} items/s, 2 workers {export[2]:.1f} items/s (x{export[2] / export[1]:.2f})"),
         f"- peak RSS: main process {own_mb:.0f} MB, largest worker {child_mb:.0f} MB",
         f"- machine: {platform.machine()}, {os.cpu_count()} cores, load average {load:.1f} at the end"
         + (" (other jobs were sharing the cores: figures are conservative)" if load > 1.5 else ""),

@@ -130,9 +130,9 @@ def main(argv=None):
         pass
     elif (args.emps / "segmaps").is_dir():
         pairs = emps_pairs(args.emps, args.limit)
-        cases.append((f"EMPS training masks ({len(pairs)} masks, "
-                      f"{sum(int(p[0].max() > 0) and len(np.unique(p[0])) - 1 for p in pairs)} "
-                      "particles)", pairs))
+        cases.append(((f"EMPS training masks ({len(pairs)} masks, "
+                       f"{sum(int(p[0].max() > 0) and len(np.unique(p[0])) - 1 for p in pairs)} "
+                       "particles)"), pairs))
     else:
         print(f"EMPS not found at {args.emps}; skipping")
     lab, img = synthetic(args.size, args.count)

@@ -40,17 +40,14 @@ EMPS_ROOT = Path("/work/shared/data/emps")
 
 
 def synthetic(pairs, n, seed):
-    from utilegen.synth import BackgroundPool, Compositor, ParticlePool, SyntheticDataset
+    from utilegen.synth import Compositor, SyntheticDataset
 
-    particles = ParticlePool.from_pairs(pairs).without_border().without_small(0.6)
-    if len(particles) == 0:  # every particle touches the border: keep them
-        particles = ParticlePool.from_pairs(pairs)
-    # particles that could not fit the 512² canvas at the largest scale (1.33) are left out
-    particles = particles.without_larger_than(512 / 1.33 - 4)
-    backgrounds = BackgroundPool.from_pairs(pairs)
     comp = Compositor(image_size=512, same_source=True, particles_per_image=(5, 40),
                       scale=(0.75, 1.33))
-    ds = SyntheticDataset(particles, backgrounds, compositor=comp, length=n, seed=seed)
+    # every particle is kept when all touch the border; particles that could not fit the
+    # 512² canvas at the largest scale (1.33) are left out
+    ds = SyntheticDataset.from_pairs(pairs, keep_all_if_empty=True, max_extent=512 / 1.33 - 4,
+                                     compositor=comp, length=n, seed=seed)
     return [ds.pair(i) for i in range(n)]
 
 
@@ -120,8 +117,8 @@ PAPER = {  # UTILE-Gen paper, F1 in % (DESIGN.md): Table 5 spheres, Table 3 per 
 def markdown(results) -> str:
     """The recorded cells as Markdown tables (real vs mixed side by side, with the paper)."""
     by = {r["cell"]: r for r in results}
-    lines = ["| cell | real only F1@0.5 / @0.7 (P, R) | + synthetic F1@0.5 / @0.7 (P, R) | "
-             "paper F1 real → mixed | train min real / mixed |", "|---|---|---|---|---|"]
+    lines = [("| cell | real only F1@0.5 / @0.7 (P, R) | + synthetic F1@0.5 / @0.7 (P, R) | "
+              "paper F1 real → mixed | train min real / mixed |"), "|---|---|---|---|---|"]
 
     def fmt(r):
         return (f"{r['f1_50']:.2f} / {r['f1_70']:.2f} ({r['precision_50']:.2f}, "

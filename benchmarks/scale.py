@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utilegen.datasets import emps  # noqa: E402
-from utilegen.synth import BackgroundPool, Compositor, ParticlePool, SyntheticDataset  # noqa: E402
+from utilegen.datasets import emps
+from utilegen.synth import Compositor, SyntheticDataset
 
 
 def main():
@@ -37,9 +37,9 @@ def main():
 
     data = emps(args.emps).with_shape("sphere")
     pairs = [data.pair(i) for i in range(20)]
-    ds = SyntheticDataset(ParticlePool.from_pairs(pairs).without_border().without_small(),
-                          BackgroundPool.from_pairs(pairs, method=("inpaint", "mean")),
-                          compositor=Compositor(image_size=1024), length=args.items, seed=0)
+    ds = SyntheticDataset.from_pairs(pairs, background=("inpaint", "mean"),
+                                     compositor=Compositor(image_size=1024), length=args.items,
+                                     seed=0)
     results = {}
 
     def run(label, **kw):

@@ -42,15 +42,13 @@ def split(data, val_fraction=0.1, seed=0):
 
 
 def synthetic(train, n, seed=1):
-    from utilegen.synth import BackgroundPool, Compositor, ParticlePool, SyntheticDataset
+    from utilegen.synth import Compositor, SyntheticDataset
 
-    # particles that could not fit a 512² canvas at the largest scale (1.33) are left out
-    particles = (ParticlePool.from_pairs(train).without_border().without_small(0.6)
-                 .without_larger_than(512 / 1.33 - 4))
-    backgrounds = BackgroundPool.from_pairs(train)
     comp = Compositor(image_size=512, same_source=True, particles_per_image=(5, 40),
                       scale=(0.75, 1.33))
-    return SyntheticDataset(particles, backgrounds, compositor=comp, length=n, seed=seed)
+    # particles that could not fit a 512² canvas at the largest scale (1.33) are left out
+    return SyntheticDataset.from_pairs(train, max_extent=512 / 1.33 - 4, compositor=comp,
+                                       length=n, seed=seed)
 
 
 def main():

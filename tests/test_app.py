@@ -19,8 +19,8 @@ pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient
 
-from utilegen.segment import ThresholdSegmenter
 from utilegen.app import create_app
+from utilegen.segment import ThresholdSegmenter
 
 
 def png_bytes(disks=((30, 30, 10), (70, 60, 12)), shape=(100, 120)) -> bytes:

@@ -42,8 +42,8 @@ def server(tmp_path_factory):
     pytest.importorskip("fastapi")
     import uvicorn
 
-    from utilegen.segment import ThresholdSegmenter
     from utilegen.app import create_app
+    from utilegen.segment import ThresholdSegmenter
 
     segmenter = ThresholdSegmenter()
     app = create_app(segmenter=segmenter, workdir=tmp_path_factory.mktemp("app"))

@@ -252,6 +252,19 @@ def test_save_load_round_trip(trained, blobs, tmp_path):
         ShapeClassifier.load(tmp_path / "missing")
 
 
+def test_load_by_folder_or_shipped_name(trained, blobs, tmp_path):
+    from utilegen.classify import list_pretrained, load
+
+    clf, _ = trained
+    clf.save(tmp_path / "m")
+    np.testing.assert_array_equal(load(tmp_path / "m").predict_proba(blobs),
+                                  clf.predict_proba(blobs))
+    assert all(isinstance(name, str) for name in list_pretrained())
+    with pytest.raises(FileNotFoundError, match="folder not found.*shipped"):
+        load(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="no classifier folder 'nope'"):
+        load("nope")
+
 def test_pretrained_from_a_local_file(tmp_path):
     import timm
 

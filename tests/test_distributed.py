@@ -95,8 +95,8 @@ def test_dask_analyze_equals_local(tmp_path, cluster):
     import pandas as pd
 
     from utilegen import analyze
-    from utilegen.segment import ThresholdSegmenter
     from utilegen.io import write_image
+    from utilegen.segment import ThresholdSegmenter
 
     _, client = cluster
     paths = []
@@ -125,7 +125,7 @@ def test_ddp_training_ranks_end_identical(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                           "--nproc_per_node", "2", str(script), str(tmp_path)],
-                         capture_output=True, text=True, env=env, timeout=600)
+                         capture_output=True, text=True, env=env, timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     for name in ("stardist", "classifier"):
         a = torch.load(tmp_path / f"{name}_rank0.pt")

@@ -335,8 +335,8 @@ def test_compositor_rejects_non_finite_ranges():
 
 def test_absurd_pixel_sizes_are_refused_up_front():
     from utilegen import analyze
-    from utilegen.segment import ThresholdSegmenter
     from utilegen.morphometry import measure
+    from utilegen.segment import ThresholdSegmenter
 
     for bad in (1e-300, 1e300, 0, -1, float("nan")):
         with pytest.raises(ValueError, match="pixel_size must be a positive number in"):

@@ -146,7 +146,7 @@ def test_masks_are_exact(pools, overlap):
     comp = Compositor(particles_per_image=(15, 25), overlap=overlap, max_overlap=1.0,
                       scale=(0.5, 2.0), image_size=160)
     for seed in range(4):
-        canvas, labels, record = comp.compose(particles, backgrounds, rng=seed)
+        _canvas, labels, record = comp.compose(particles, backgrounds, rng=seed)
         fps = footprints(particles, record, labels.shape)
         placed = [(p, fp) for p, fp in zip(record["particles"], fps) if fp is not None]
         union = np.zeros(labels.shape, bool)
@@ -204,7 +204,7 @@ def test_max_overlap_bounds_coverage(pools):
     comp = Compositor(particles_per_image=(40, 40), overlap=True, max_overlap=0.25, image_size=128)
     covered_some = False
     for seed in range(3):
-        _, labels, record = comp.compose(particles, backgrounds, rng=seed)
+        _, _labels, record = comp.compose(particles, backgrounds, rng=seed)
         for p in record["particles"]:
             if p["label"]:
                 assert p["visible_area"] >= 0.75 * p["area"] - 1e-9
@@ -268,7 +268,8 @@ def test_off_augmenter_is_identity():
 # ---------------------------------------------------------------- dataset
 def test_items_depend_only_on_seed_and_index(pools):
     particles, backgrounds = pools
-    kw = dict(compositor=Compositor(image_size=96, particles_per_image=(3, 8)), length=6, seed=11)
+    kw = {"compositor": Compositor(image_size=96, particles_per_image=(3, 8)), "length": 6,
+          "seed": 11}
     a = SyntheticDataset(particles, backgrounds, **kw)
     b = SyntheticDataset(particles, backgrounds, **kw)
     forward = [a.sample(i) for i in range(6)]
@@ -291,6 +292,23 @@ def test_items_depend_only_on_seed_and_index(pools):
             assert np.array_equal(labels[j].numpy(), forward[i].mask.labels)
             assert np.allclose(images[j, 0].numpy(), forward[i].image / 255.0)
 
+
+def test_from_pairs_is_the_pools_and_dataset_assembled_by_hand(pair):
+    particles = ParticlePool.from_pairs([pair]).without_border().without_small(0.6)
+    hand = SyntheticDataset(particles.without_larger_than(60),
+                            BackgroundPool.from_pairs([pair], method=("inpaint", "mean")),
+                            compositor=Compositor(image_size=96), length=3, seed=5)
+    made = SyntheticDataset.from_pairs([pair], max_extent=60, background=("inpaint", "mean"),
+                                       compositor=Compositor(image_size=96), length=3, seed=5)
+    assert len(made.particles) == len(hand.particles) < len(ParticlePool.from_pairs([pair]))
+    for i in range(3):
+        assert np.array_equal(made.sample(i).image, hand.sample(i).image)
+        assert made.sample(i).mask == hand.sample(i).mask
+    kept = SyntheticDataset.from_pairs([pair], keep_border=True, min_size=0,
+                                       compositor=Compositor(image_size=96))
+    assert len(kept.particles) == len(ParticlePool.from_pairs([pair]))
+    with pytest.raises(ValueError, match="no particle"):
+        SyntheticDataset.from_pairs([pair], max_extent=1)
 
 def test_real_and_synthetic_concatenate(tmp_path, pools):
     import torch

@@ -9,14 +9,24 @@ __version__ = "0.1.0"
 
 from .masks import Instance, InstanceMask
 
-__all__ = [
+__all__ = [  # a literal list, so that tools see every name; the lazy ones are in _LAZY
+    "Augmenter",
+    "BackgroundPool",
+    "Compositor",
     "Instance",
     "InstanceMask",
+    "ParticlePool",
+    "ShapeClassifier",
+    "SizeDistribution",
+    "StarDist",
+    "StarDistConfig",
+    "SyntheticDataset",
     "__version__",
     "analyze",
     "classify",
     "datasets",
     "io",
+    "measure",
     "morphometry",
     "pipeline",
     "segment",
@@ -35,7 +45,6 @@ _LAZY = {
     "measure": "morphometry", "SizeDistribution": "morphometry",
     "analyze": "pipeline",
 }
-__all__ += sorted(set(_LAZY) - set(__all__))
 
 
 def __getattr__(name):

@@ -1,3 +1,5 @@
+"""`python -m utilegen`: the command line (`utilegen.cli`)."""
+
 import sys
 
 from .cli import main

@@ -116,8 +116,9 @@ def _analyze(args) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         # Checked before the (long) analysis, not only when saving.
         raise FileExistsError(f"{out} is not empty; choose a new folder or pass --overwrite")
-    kwargs = dict(segmenter=args.model, classifier=args.classifier, pixel_size=args.pixel_size,
-                  unit=args.unit, exclude_border=not args.keep_border, progress=not args.no_progress)
+    kwargs = {"segmenter": args.model, "classifier": args.classifier,
+              "pixel_size": args.pixel_size, "unit": args.unit,
+              "exclude_border": not args.keep_border, "progress": not args.no_progress}
     if args.scheduler:
         try:
             from distributed import Client
@@ -150,8 +151,8 @@ def _serve(args) -> int:
         import uvicorn
     except ImportError:
         raise ValueError("the web app needs the web extra: pip install 'utilegen[web]'") from None
-    from .pipeline import load_classifier, load_segmenter
     from .app import create_app
+    from .pipeline import load_classifier, load_segmenter
 
     segmenter = load_segmenter(args.model)
     classifier = load_classifier(args.classifier)

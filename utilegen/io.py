@@ -293,7 +293,7 @@ def read_pixel_size(path) -> tuple[float, str] | None:
             res_unit = tags.get("ResolutionUnit")
             xres = xres.value if xres is not None else None
             res_unit = int(res_unit.value) if res_unit is not None else 1
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many types on a corrupt file
         raise ValueError(f"cannot read {path}: not a valid TIFF file ({exc})") from None
     if xres is None:
         return None

@@ -170,8 +170,8 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
     from starlette.concurrency import run_in_threadpool
 
-    from ..pipeline import IsolatedWorker, analyze, load_classifier, load_segmenter
     from ..io import unique_names
+    from ..pipeline import IsolatedWorker, analyze, load_classifier, load_segmenter
 
     for name, value in (("max_files", max_files), ("max_bytes", max_bytes),
                         ("max_pixels", max_pixels), ("max_jobs", max_jobs),

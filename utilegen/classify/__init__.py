@@ -20,10 +20,11 @@ Image policy
   (area 35-100 %), flips and 90° rotations ("standard"), plus RandAugment and MixUp.
 
 >>> from utilegen.datasets import emps
->>> from utilegen.classify import ShapeClassifier, from_emps
+>>> from utilegen.classify import ShapeClassifier, from_emps, load
 >>> data = from_emps(emps("../shared/data/emps"), classes=("sphere", "cube", "rod"))  # doctest: +SKIP
 >>> clf = ShapeClassifier("convnext_atto", image_size=128)                     # doctest: +SKIP
 >>> clf.fit(train, val, epochs=20, augment="randaugment+mixup")               # doctest: +SKIP
+>>> clf.save("my_classifier"); clf = load("my_classifier")                    # doctest: +SKIP
 
 Importing this package does not import torch or timm; they load when a model is made.
 """
@@ -39,6 +40,7 @@ from ._particles import (
     particle_shapes,
     shape_fractions,
 )
+from ._registry import list_pretrained, load
 
 __all__ = [
     "AUGMENTATIONS",
@@ -55,6 +57,8 @@ __all__ = [
     "dominant_shape",
     "from_emps",
     "from_folder",
+    "list_pretrained",
+    "load",
     "particle_crops",
     "particle_shapes",
     "read_labels",

@@ -160,9 +160,9 @@ def _image_files(inputs):
 
 def _predict(args) -> int:
     from ..io import atomic_path
-    from . import ShapeClassifier
+    from . import load
 
-    clf = ShapeClassifier.load(args.model)
+    clf = load(args.model)
     table = clf.predict(_image_files(args.inputs)).to_frame()
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.csv is not None:
@@ -174,9 +174,9 @@ def _predict(args) -> int:
 
 def _evaluate(args) -> int:
     from ..io import atomic_path
-    from . import ShapeClassifier
+    from . import load
 
-    clf = ShapeClassifier.load(args.model)
+    clf = load(args.model)
     data, _ = _labelled(args, clf.classes)
     result = clf.evaluate(data)
     print(result)

@@ -264,21 +264,20 @@ def synthetic_for_class(pairs, label: str, n: int, *, seed: int = 0, image_size:
 
     Images are generated when read (item *i* depends only on `seed` and *i*).
     """
-    from ..synth import Augmenter, BackgroundPool, Compositor, ParticlePool, SyntheticDataset
+    from ..synth import Augmenter, Compositor, SyntheticDataset
+    from ..synth._dataset import _NoParticles
 
     if int(n) != n or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    particles = ParticlePool.from_pairs(pairs).without_border().without_small(min_size)
-    limit = 0.9 * image_size / float(scale[1])
-    particles = ParticlePool([p for p in particles if np.hypot(*p.alpha.shape) <= limit],
-                             particles.sources)
-    if len(particles) == 0:
-        raise ValueError(f"no particle of the {label!r} pairs fits a {image_size} px image at "
-                         f"scale up to {scale[1]}; raise image_size or lower scale")
-    backgrounds = BackgroundPool.from_pairs(pairs, method=list(background))
     compositor = Compositor(particles_per_image=tuple(particles_per_image), image_size=image_size,
                             scale=tuple(scale), same_source=True)
-    ds = SyntheticDataset(particles, backgrounds, compositor=compositor,
-                          augmenter=Augmenter() if augmenter == "default" else augmenter,
-                          length=int(n), seed=seed)
+    try:
+        ds = SyntheticDataset.from_pairs(
+            pairs, min_size=min_size, max_extent=0.9 * image_size / float(scale[1]),
+            background=list(background), compositor=compositor,
+            augmenter=Augmenter() if augmenter == "default" else augmenter, length=int(n),
+            seed=seed)
+    except _NoParticles:
+        raise ValueError(f"no particle of the {label!r} pairs fits a {image_size} px image at "
+                         f"scale up to {scale[1]}; raise image_size or lower scale") from None
     return LabelledImages(ds, label, names=[f"synthetic-{label}-{i}" for i in range(int(n))])

@@ -1,3 +1,6 @@
+"""The EMPS data set (Yildirim & Cole 2021): a `PairedFolder` over its images and
+segmentation maps, with its shape labels, and an optional download."""
+
 from __future__ import annotations
 
 import csv

@@ -1,3 +1,6 @@
+"""`PairedFolder`: image/mask pairs from two folders matched by file stem, and the
+`num_pairs` / `get_pair` helpers that read any sequence of pairs."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

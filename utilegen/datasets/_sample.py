@@ -1,3 +1,6 @@
+"""`sample_pair`: a rendered micrograph-like image with its exact instance mask, for
+demos and tests (no data needed)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,3 +1,6 @@
+"""torch views of pairs: image and mask tensors (`image_to_tensor` uses
+`utilegen.io.to_unit_float`) and `TorchPairs`, a `torch.utils.data.Dataset`."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -255,7 +255,7 @@ class SizeDistribution:
             ax = fig.add_subplot()
         else:
             fig = ax.figure
-        counts, edges = self.histogram(density=True)
+        _counts, edges = self.histogram(density=True)
         ax.hist(self.values, bins=edges, density=True, color="0.75", edgecolor="0.35",
                 label=f"histogram (n = {len(self)})")
         pad = 0.05 * (edges[-1] - edges[0])

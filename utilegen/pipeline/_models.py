@@ -32,8 +32,9 @@ def load_segmenter(segmenter=None):
 
         return load(segmenter)  # one rule for "name or folder", as in `utilegen segment`
     if not callable(getattr(segmenter, "predict", None)):
-        raise ValueError("segmenter must be a StarDist model, a saved model folder, or an object "
-                         f"with a predict(image) method; got {type(segmenter).__name__}")
+        raise ValueError(  # noqa: TRY004 - the CLI and the app report ValueError as misuse
+            "segmenter must be a StarDist model, a saved model folder, or an object "
+            f"with a predict(image) method; got {type(segmenter).__name__}")
     return segmenter
 
 
@@ -41,31 +42,28 @@ def load_classifier(classifier=None):
     """The image classifier `analyze` uses, or None when there is none.
 
     None takes the shape classifier shipped inside utilegen if there is one (no classes
-    otherwise); a path loads a saved ``ShapeClassifier``; an object with ``predict(image)``
-    is used as it is.
+    otherwise); a str or path goes to `utilegen.classify.load` (a saved ``ShapeClassifier``
+    folder, else a shipped name); an object with ``predict(image)`` is used as it is.
     """
     if classifier is None:
         try:
-            from ..classify import ShapeClassifier
+            from ..classify import list_pretrained, load
         except ImportError:
             return None
-        pretrained = getattr(ShapeClassifier, "pretrained", None)
-        if pretrained is None:
-            return None
+        if "emps" not in list_pretrained():
+            return None  # no shipped classifier: classes stay empty
         try:
-            return pretrained()
-        except Exception:  # noqa: BLE001 - no shipped classifier: classes stay empty
+            return load("emps")
+        except Exception:  # noqa: BLE001 - a shipped classifier that cannot load: no classes
             return None
     if isinstance(classifier, (str, Path)):
-        from ..classify import ShapeClassifier
+        from ..classify import load
 
-        path = Path(classifier)
-        if not path.exists():
-            raise FileNotFoundError(f"classifier model not found: {path}")
-        return ShapeClassifier.load(path)
+        return load(classifier)  # one rule for "name or folder", as for the segmenter
     if not callable(getattr(classifier, "predict", None)):
-        raise ValueError("classifier must be a ShapeClassifier, a saved classifier, or an object "
-                         f"with a predict(image) method; got {type(classifier).__name__}")
+        raise ValueError(  # noqa: TRY004 - the CLI and the app report ValueError as misuse
+            "classifier must be a ShapeClassifier, a saved classifier, or an object "
+            f"with a predict(image) method; got {type(classifier).__name__}")
     return classifier
 
 

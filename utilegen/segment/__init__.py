@@ -10,11 +10,11 @@ imported when a model is created, not when this package is imported.
 >>> mask = model.predict(image)                          # doctest: +SKIP
 """
 
+from .._image import percentile_normalize as normalize
 from ._adapt import adapt
 from ._config import StarDistConfig
 from ._evaluate import evaluate
 from ._model import StarDist, list_pretrained, load
-from .._image import percentile_normalize as normalize
 from ._targets import dist_target, prob_target, targets
 from ._threshold import ThresholdSegmenter
 

@@ -146,18 +146,13 @@ def synthetic_like(pairs, n: int, *, stats: dict | None = None, seed: int = 0):
     overlap up to 30 % of their area when more than a fifth of the real ones touch each
     other, and are kept apart otherwise. Returns ``(dataset, settings)``.
     """
-    from ..synth import Augmenter, BackgroundPool, Compositor, ParticlePool, SyntheticDataset
+    from ..synth import Augmenter, Compositor, SyntheticDataset
+    from ..synth._dataset import _NoParticles
 
     stats = stats or annotation_stats(pairs)
-    particles = ParticlePool.from_pairs(pairs)
-    inner = particles.without_border()
-    particles = inner if len(inner) else particles
     shapes = np.array([im.shape for im, _ in pairs])
     h, w = (int(min(1024, np.median(shapes[:, k]))) for k in (0, 1))
     scale = (0.8, 1.25)
-    particles = particles.without_larger_than(min(h, w) / scale[1] - 4)
-    if len(particles) == 0:
-        raise ValueError("no annotated particle fits a synthetic canvas of the images' size")
     mean_count = stats["particles_per_megapixel"] * h * w / 1e6
     lo, hi = max(1, int(np.floor(0.7 * mean_count))), max(1, int(np.ceil(1.3 * mean_count)))
     touching = stats["touching_fraction"] > 0.2
@@ -165,10 +160,16 @@ def synthetic_like(pairs, n: int, *, stats: dict | None = None, seed: int = 0):
                             scale=scale, image_size=(h, w), same_source=True, gap=1)
     # milder than the paper's salt-and-pepper 0.1: the real images are not that noisy
     augmenter = Augmenter(salt_pepper_max=0.02, blur_max=0.5, brightness=0.05, contrast=0.1)
-    ds = SyntheticDataset(particles, BackgroundPool.from_pairs(pairs), compositor=compositor,
-                          augmenter=augmenter, length=n, seed=seed)
+    # border particles are kept only when every annotated one touches the border
+    try:
+        ds = SyntheticDataset.from_pairs(pairs, min_size=0, keep_all_if_empty=True,
+                                         max_extent=min(h, w) / scale[1] - 4,
+                                         compositor=compositor, augmenter=augmenter, length=n,
+                                         seed=seed)
+    except _NoParticles:
+        raise ValueError("no annotated particle fits a synthetic canvas of the images' size") from None
     return ds, {"n": n, "seed": seed, "compositor": compositor.to_dict(),
-                "augmenter": augmenter.to_dict(), "particles": len(particles)}
+                "augmenter": augmenter.to_dict(), "particles": len(ds.particles)}
 
 
 def _resolve_init(init):

@@ -232,7 +232,8 @@ class StarDist:
         from ._targets import resize_image
 
         if isinstance(scale, str):
-            raise ValueError(f"scale must be a number here (one network pass), got {scale!r}")
+            raise ValueError(  # noqa: TRY004 - the CLI reports ValueError as a usage error
+                f"scale must be a number here (one network pass), got {scale!r}")
         (scale,) = self._scales(self.config.scale if scale is None else scale)
         if not _normalized:
             image = percentile_normalize(self._check_image(image), self.config.normalize_low,

@@ -1,3 +1,6 @@
+"""`Augmenter`: the image degradations of the generator (salt-and-pepper, blur,
+intensity, noise), drawn first and then applied, so a sample can be replayed."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

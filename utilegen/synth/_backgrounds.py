@@ -1,3 +1,6 @@
+"""`BackgroundPool`: backgrounds for the generator, from annotated pairs (particles
+inpainted, or the mean background level) or from empty micrographs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,3 +1,6 @@
+"""`Compositor`: where particles go on a background (count, overlap or not, scale,
+rotation, flips) and the exact instance mask of the result."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

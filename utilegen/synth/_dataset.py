@@ -1,13 +1,14 @@
+"""`SyntheticDataset`: unlimited synthetic image/instance-mask pairs as a torch
+Dataset; item *i* depends only on ``(seed, i)``."""
+
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
 
-from .. import __version__
 from ..datasets._torch import image_to_tensor, mask_to_tensor
 from ..masks import InstanceMask
 from ._augment import Augmenter
@@ -17,6 +18,10 @@ from ._particles import ParticlePool
 
 _DTYPES = {"uint8": np.uint8, "uint16": np.uint16, "float32": np.float32}
 PAPER_AUGMENTER = Augmenter()  # salt-and-pepper <= 0.1, blur sigma <= 0.3 (frozen)
+
+
+class _NoParticles(ValueError):
+    """`SyntheticDataset.from_pairs`' filters left no particle (callers may say it their way)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,51 @@ class SyntheticDataset(Dataset):
         self.seed = int(seed)
         self.dtype = dtype
 
+    @classmethod
+    def from_pairs(cls, pairs, *, keep_border: bool = False, min_size: float = 0.6,
+                   keep_all_if_empty: bool = False, max_extent: float | None = None,
+                   background="inpaint", compositor: Compositor | None = None,
+                   augmenter: Augmenter | None = PAPER_AUGMENTER, length: int = 100,
+                   seed: int = 0, dtype: str = "uint8") -> SyntheticDataset:
+        """A dataset made from annotated pairs: particle pool, background pool and dataset
+        in one call, as the CLI, classify, adapt and the benchmarks build it.
+
+        Parameters
+        ----------
+        pairs : dataset or sequence of (image, mask)
+            The annotated micrographs; particles and backgrounds both come from them.
+        keep_border : bool
+            Keep particles cut by their image's border (dropped by default).
+        min_size : float
+            Drop particles smaller than this fraction of the mean particle area of their
+            image (`ParticlePool.without_small`; 0.6 is the paper's value, 0 keeps all).
+        keep_all_if_empty : bool
+            When the border and size filters leave no particle, use every particle.
+        max_extent : float, optional
+            Then drop particles whose crop diagonal exceeds this many pixels
+            (`ParticlePool.without_larger_than`).
+        background : "inpaint", "mean" or a sequence of both
+            `BackgroundPool.from_pairs` method(s).
+        compositor, augmenter, length, seed, dtype
+            As for `SyntheticDataset`.
+        """
+        pool = ParticlePool.from_pairs(pairs)
+        particles = pool if keep_border else pool.without_border()
+        particles = particles.without_small(min_size)
+        if keep_all_if_empty and len(particles) == 0:
+            particles = pool
+        if max_extent is not None:
+            particles = particles.without_larger_than(max_extent)
+        if len(particles) == 0:
+            raise _NoParticles(
+                f"no particle of the {len(pool)} annotated is left after the filters "
+                f"(keep_border={keep_border}, min_size={min_size}, max_extent={max_extent}); "
+                "keep border particles, lower min_size, or allow larger particles (a larger "
+                "canvas or a smaller scale)")
+        backgrounds = BackgroundPool.from_pairs(pairs, method=background)
+        return cls(particles, backgrounds, compositor=compositor, augmenter=augmenter,
+                   length=length, seed=seed, dtype=dtype)
+
     def __len__(self) -> int:
         return self.length
 
@@ -142,10 +192,3 @@ def _from_unit(image: np.ndarray, dtype: str) -> np.ndarray:
         return image.astype(np.float32, copy=False)
     top = np.iinfo(_DTYPES[dtype]).max
     return np.rint(np.clip(image, 0, 1) * top).astype(_DTYPES[dtype])
-
-
-def environment() -> dict:
-    import cv2
-
-    return {"utilegen": __version__, "numpy": np.__version__, "opencv": cv2.__version__,
-            "python": platform.python_version()}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from ..io import atomic_path, read_mask, write_image, write_mask
 
 _FORMAT = "utilegen-synthetic/1"
@@ -110,6 +111,15 @@ def _init_worker(dataset, parent: int | None = None):
         pass
 
 
+def environment() -> dict:
+    """The versions an export was made with (written into its manifest)."""
+    import platform
+
+    import cv2
+
+    return {"utilegen": __version__, "numpy": np.__version__, "opencv": cv2.__version__,
+            "python": platform.python_version()}
+
 def _json_dump(path: Path, data, *, overwrite: bool = True):
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(data, indent=1))
@@ -117,8 +127,6 @@ def _json_dump(path: Path, data, *, overwrite: bool = True):
 
 def _prepare(dataset, directory: Path, layout: str) -> dict:
     """Check or create the output folder; return the manifest to complete."""
-    from ._dataset import environment
-
     config = {**dataset.config(), "layout": layout}
     manifest_path = directory / "manifest.json"
     if manifest_path.exists():

@@ -1,3 +1,6 @@
+"""`ParticlePool`: the annotated particles cut out of image/mask pairs (crop, alpha,
+source), with the filters the generator uses (border, small, too large)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -167,7 +170,7 @@ class ParticlePool:
             shapes, images, alphas = data["shapes"], data["images"], data["alphas"]
             sources, areas, border = data["sources"], data["areas"], data["touches_border"]
             n_sources = int(data["n_sources"])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - numpy raises many types on a bad file
             raise ValueError(f"{path} is not a particle pool saved by ParticlePool.save ({exc})") from None
         particles, offset = [], 0
         for (h, w), src, area, b in zip(shapes, sources, areas, border):
