@@ -42,9 +42,10 @@ def main():
     model = StarDist.pretrained("emps")
     data = emps(args.emps).subset(model.info["val_ids"])
     shapes = {}
-    for line in open(Path(args.emps) / "shapes.csv"):
-        name, _, shape = line.strip().partition(",")
-        shapes[Path(name).stem] = shape
+    with open(Path(args.emps) / "shapes.csv") as fh:
+        for line in fh:
+            name, _, shape = line.strip().partition(",")
+            shapes[Path(name).stem] = shape
     modes = [m if m in ("auto", "sweep") else float(m) for m in args.modes.split(",")]
     pairs = [data.pair(i) for i in range(len(data))]
     model.predict(pairs[0][0])  # warm-up
@@ -66,7 +67,7 @@ def main():
                 c = counts.setdefault(key, np.zeros(3))
                 c += (m.tp, m.fp, m.fn)
 
-        def f1(key):
+        def f1(key, counts=counts):
             if key not in counts:
                 return "-"
             tp, fp, fn = counts[key]

@@ -31,7 +31,8 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--emps", default=str(ROOT.parent / "shared" / "data" / "emps"))
     args = ap.parse_args()
-    rows = list(csv.DictReader(open(ROOT / "benchmarks" / "data" / "emps_scalebars.csv")))
+    with open(ROOT / "benchmarks" / "data" / "emps_scalebars.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     within = wrong = missing = false_cal = readable = calibrated = 0
     times = []
     for r in rows:

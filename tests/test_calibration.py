@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from utilegen.calibration import find_data_bar, find_scale_bar, tesseract_available
+from utilegen.calibration import find_data_bar, tesseract_available
 from utilegen.io import read_calibration, read_image
 
 needs_ocr = pytest.mark.skipif(not tesseract_available(),
@@ -79,7 +79,7 @@ def test_rendered_scale_bars_give_nm_per_pixel(font, label, value_nm, bar, light
     assert cal.unit == "nm"
     assert cal.pixel_size == pytest.approx(value_nm / bar, rel=0.02)
     assert cal.confidence >= 0.6
-    r0, c0, r1, c1 = cal.box  # the box holds the bar
+    r0, _, r1, _ = cal.box  # the box holds the bar
     assert cal.scale_bar.bar[0] >= r0 and cal.scale_bar.bar[2] <= r1
 
 
@@ -126,8 +126,7 @@ def _write_mrc(path, data, angstrom_per_px):
 
 def test_metadata_of_microscope_files(tmp_path):
     img = micrograph((64, 80))
-    zeiss = "\r\n".join(["", "AP_IMAGE_PIXEL_SIZE", "Image Pixel Size = 2.5 nm",
-                         "AP_WD", "WD = 5.0 mm", ""])
+    zeiss = "\r\nAP_IMAGE_PIXEL_SIZE\r\nImage Pixel Size = 2.5 nm\r\nAP_WD\r\nWD = 5.0 mm\r\n"
     tifffile.imwrite(tmp_path / "zeiss.tif", img, extratags=[(34118, "s", 0, zeiss, True)])
     fei = "[User]\r\nDate=01/01/2024\r\n[Scan]\r\nPixelWidth=3.2e-09\r\nPixelHeight=3.2e-09\r\n"
     tifffile.imwrite(tmp_path / "fei.tif", img, extratags=[(34682, "s", 0, fei, True)])
@@ -171,7 +170,7 @@ def test_analyze_reports_a_zeiss_tiff_in_nanometres(tmp_path):
     from utilegen.pipeline import analyze
 
     image, _ = sample_pair((256, 256), particles=12, rng=3)
-    zeiss = "\r\n".join(["", "AP_IMAGE_PIXEL_SIZE", "Image Pixel Size = 2.5 nm", ""])
+    zeiss = "\r\nAP_IMAGE_PIXEL_SIZE\r\nImage Pixel Size = 2.5 nm\r\n"
     tifffile.imwrite(tmp_path / "sem.tif", image, extratags=[(34118, "s", 0, zeiss, True)])
     report = analyze(tmp_path / "sem.tif")
     assert report.calibration["sem"] == (2.5, "nm")
@@ -185,7 +184,7 @@ def test_analyze_keeps_the_scale_bar_label_out_of_the_particles():
     from utilegen.datasets import sample_pair
     from utilegen.pipeline import analyze
 
-    image, truth = sample_pair((512, 512), particles=20, rng=5)
+    image, _ = sample_pair((512, 512), particles=20, rng=5)
     image = np.asarray(image, np.uint8).copy()
     image[430:] = 245  # a white band at the bottom, as figures have ...
     labelled = with_bar(image, "100 nm", 160, light=False, corner="br")  # ... with dark text

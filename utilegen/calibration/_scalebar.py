@@ -90,7 +90,7 @@ def _bar_candidates(g: np.ndarray, light: bool) -> list[dict]:
     n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     out = []
     for i in range(1, n):
-        c0, r0, bw, bh, area = (int(v) for v in stats[i])
+        c0, r0, bw, bh = (int(v) for v in stats[i][:4])
         if bw < max(12, 0.03 * w) or bw > 0.9 * w or bh > 0.25 * h:
             continue
         comp = lab[r0:r0 + bh, c0:c0 + bw] == i
@@ -108,10 +108,32 @@ def _bar_candidates(g: np.ndarray, light: bool) -> list[dict]:
         if len(cols) and not np.all((cols < 0.08 * bw + 2) | (cols >= bw - 0.08 * bw - 2)):
             continue
         ticks = bool(len(cols))
+        bc0, bc1 = _half_maximum_ends(g, r0 + int(full[len(full) // 2]), c0, c0 + bw, light)
+        bw = bc1 - bc0
+        c0 = bc0
         out.append({"bar": (r0 + int(full[0]), c0, r0 + int(full[-1]) + 1, c0 + bw),
                     "extent": (r0, c0, r0 + bh, c0 + bw), "length": float(bw),
                     "thick": thick, "light": light, "ticks": ticks, "level": level})
     return out
+
+
+def _half_maximum_ends(g: np.ndarray, row: int, c0: int, c1: int, light: bool) -> tuple[int, int]:
+    """The bar's ends on `row` where its edge crosses halfway between bar and background
+    (anti-aliased and blurred edges otherwise shorten a thresholded bar by a pixel or two).
+    """
+    line = g[row].astype(np.float64)
+    inner = float(np.median(line[c0:c1]))
+    outside = np.concatenate([line[max(0, c0 - 6):max(0, c0 - 2)], line[c1 + 2:c1 + 6]])
+    if len(outside) == 0:
+        return c0, c1
+    half = (inner + float(np.median(outside))) / 2
+    on = (line >= half) if light else (line <= half)
+    a, b = c0, c1
+    while a > 0 and on[a - 1] and c0 - a < 3:
+        a -= 1
+    while b < len(line) and on[b] and b - c1 < 3:
+        b += 1
+    return a, b
 
 
 def _ocr_line(gray: np.ndarray, glyphs: np.ndarray, thr: float, light: bool) -> tuple[str, float]:
@@ -156,7 +178,7 @@ def _text_lines(ink: np.ndarray):
     mask of those glyphs."""
     import cv2
 
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
     h, w = ink.shape
     glyphs = []
     for i in range(1, n):

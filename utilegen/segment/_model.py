@@ -216,7 +216,7 @@ class StarDist:
         k = _surest([(s, kept) for s, kept, _ in runs])  # no particles to measure anywhere
         s, kept, prob_map = runs[k]
         return s, kept, prob_map, {"mode": "auto", "scale": s, "passes": len(runs),
-                                   "width_px": None, "n_seen": int(len(kept[1])),
+                                   "width_px": None, "n_seen": len(kept[1]),
                                    "reason": "too few particles to measure at any scale: "
                                              "the surest pass"}
 
