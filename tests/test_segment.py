@@ -247,10 +247,10 @@ def test_save_load_round_trip(trained, tmp_path):
     assert {p.name for p in (tmp_path / "m").iterdir()} == {
         "weights.pt", "config.json", "thresholds.json", "info.json"}
     assert json.loads((tmp_path / "m" / "thresholds.json").read_text()) == {
-        **model.thresholds, "scale": None}
+        **model.thresholds, "scale": None, "auto_width": 40.0}
     loaded = StarDist.load(tmp_path / "m")
     assert loaded.config == model.config and loaded.thresholds == model.thresholds
-    assert loaded.predict_scale is None
+    assert loaded.predict_scale is None and loaded.auto_width == 40.0
     assert loaded.predict(pair[0]) == model.predict(pair[0])
     with pytest.raises(FileExistsError):
         model.save(tmp_path / "m")
