@@ -175,3 +175,26 @@ def test_rejected_file_is_explained_in_the_page(server, browser, tmp_path):
     page.wait_for_selector("#status.error", timeout=20_000)
     text = page.inner_text("#status")
     assert "fake.png" in text and "not an image" in text
+
+
+def test_scale_bar_calibrates_and_is_shown(server, browser, tmp_path):
+    import cv2
+    from test_calibration import micrograph, with_bar
+
+    from utilegen.calibration import tesseract_available
+
+    if not tesseract_available():
+        _missing("tesseract is not installed (apt-get install tesseract-ocr)")
+    url, _ = server
+    image = with_bar(micrograph(seed=150), "100 nm", 150, light=True, corner="br")
+    path = tmp_path / "with_bar.png"
+    cv2.imwrite(str(path), image)
+    page = browser.new_page()
+    page.goto(url)
+    _drop_files(page, "#dropzone", [path])
+    page.click("#analyze")  # no pixel size typed: the scale bar calibrates the image
+    page.wait_for_selector("#results:not([hidden])", timeout=60_000)
+    text = page.inner_text("#images .card .calibration")
+    assert "0.6667 nm/px from the scale bar" in text and '"100 nm"' in text, text
+    assert " nm" in page.inner_text("#stats")
+    page.wait_for_function("document.querySelector('img.overlay').complete", timeout=30_000)

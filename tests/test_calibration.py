@@ -197,3 +197,8 @@ def test_analyze_keeps_the_scale_bar_label_out_of_the_particles():
     inside = ((table["centroid_y"] >= r0) & (table["centroid_y"] < r1)
               & (table["centroid_x"] >= c0) & (table["centroid_x"] < c1))
     assert not inside.any()
+    # the overlay frames the bar and its label in cyan, and says what it read
+    rgb = report.overlay("image_0")
+    frame = rgb[r0:r1, c0:c1]
+    assert np.any(np.all(frame == (0, 220, 255), axis=-1))
+    assert report.calibration_text("image_0").startswith("0.625 nm/px from the scale bar")

@@ -459,3 +459,25 @@ def test_auto_scale_estimates_the_particle_size_of_rendered_images(diameter, sha
     assert details["scale"] == pytest.approx(scale, abs=0.06)
     assert choice["passes"] <= (3 if diameter <= 30 else 2)  # small ones: 0.25, 0.5, then 1
     assert abs(mask.count - truth.count) <= max(2, 0.1 * truth.count)
+
+
+def test_rasterize_matches_stardists_polygon_rendering():
+    from stardist.geometry import dist_to_coord, polygons_to_label
+
+    from utilegen.segment._predict import rasterize
+
+    rng = np.random.default_rng(0)
+    shape = (300, 400)
+    n = 60
+    points = np.stack([rng.uniform(-20, 320, n), rng.uniform(-20, 420, n)], axis=1)
+    dists = rng.uniform(0.3, 1.0, (n, 32)) * rng.uniform(2, 60, (n, 1))  # some below 1 px
+    dists[:3] = 1e-3  # degenerate polygons draw nothing, as in stardist
+    probs = rng.uniform(0.5, 1, n)
+    order = np.argsort(probs, kind="stable")  # stardist paints the surest last
+    dists, points, probs = dists[order], points[order], probs[order]
+    ref = polygons_to_label(dists, points, shape=shape, prob=probs)
+    ours = rasterize(dist_to_coord(dists, points), shape)
+    assert np.mean(ref == ours) >= 0.995
+    assert set(np.unique(ref)) == set(np.unique(ours))
+    with pytest.raises(ValueError, match="oversample"):
+        rasterize(np.zeros((0, 2, 32)), shape, oversample=4)

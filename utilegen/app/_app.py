@@ -303,6 +303,7 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
             images.append({"index": index, "name": image_id, "particles": len(table),
                            "instances": len(report.masks[image_id]),
                            "image_class": report.classes.get(image_id),
+                           "calibration": report.calibration_text(image_id),
                            "width": width, "height": height,
                            "overlay_url": f"{base}/overlay/{index}.png",
                            "columns": columns, "rows": rows})

@@ -78,7 +78,8 @@ INDEX_HTML = r"""<!doctype html>
         <select id="unit"><option>nm</option><option>µm</option><option>Å</option><option value="px">px (uncalibrated)</option></select>
       </label>
       <button id="analyze" class="primary" disabled>Analyze</button>
-      <span class="hint">Without a pixel size, sizes are in pixels.</span>
+      <span class="hint">Leave it empty to use each file's calibration or its scale bar (the
+      result says which); images with neither are measured in pixels.</span>
     </div>
     <div id="status" role="status" aria-live="polite"></div>
   </section>
@@ -282,6 +283,8 @@ function render(state) {
     card.dataset.index = im.index;
     const cls = im.image_class ? ` · class: ${im.image_class}` : "";
     card.append(el("h3", `${im.name} — ${im.particles} particles measured (${im.width} × ${im.height} px)${cls}`));
+    const cal = el("p", `Calibration: ${im.calibration}. Wrong? Type the pixel size above and analyze again.`, "hint calibration");
+    card.append(cal);
     const body = el("div", null, "body");
     const a = el("a");
     a.href = im.overlay_url; a.target = "_blank"; a.rel = "noopener";

@@ -8,7 +8,8 @@ from .._image import to_display_uint8
 from ..masks import InstanceMask
 
 
-def overlay(image, mask: InstanceMask, *, measured=None, labels_text: bool = True) -> np.ndarray:
+def overlay(image, mask: InstanceMask, *, measured=None, labels_text: bool = True,
+            boxes=()) -> np.ndarray:
     """The micrograph in gray with instance outlines and ids drawn on it.
 
     Parameters
@@ -23,6 +24,9 @@ def overlay(image, mask: InstanceMask, *, measured=None, labels_text: bool = Tru
         Default: all.
     labels_text : bool
         Write each measured instance's label at its centroid.
+    boxes : sequence of ((row0, col0, row1, col1), text)
+        Regions to frame in cyan with a caption, e.g. the scale bar that calibrated the
+        image and an instrument data bar (kept out of the particle table).
 
     Returns
     -------
@@ -38,7 +42,7 @@ def overlay(image, mask: InstanceMask, *, measured=None, labels_text: bool = Tru
         raise ValueError(f"image shape {gray.shape} does not match mask shape {labels.shape}")
     ids = mask.ids
     if len(ids) == 0:
-        return rgb
+        return _frame(rgb, boxes)
     measured_set = {int(i) for i in (ids if measured is None else measured)}
     thickness = max(1, round(max(labels.shape) / 700))
     edges = find_boundaries(labels, mode="inner")
@@ -61,4 +65,25 @@ def overlay(image, mask: InstanceMask, *, measured=None, labels_text: bool = Tru
             org = (round(cx - w / 2), round(cy + h / 2))
             cv2.putText(rgb, text, org, font, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
             cv2.putText(rgb, text, org, font, scale, (255, 230, 0), thickness, cv2.LINE_AA)
+    return _frame(rgb, boxes)
+
+
+def _frame(rgb: np.ndarray, boxes) -> np.ndarray:
+    """`rgb` with each ``(box, caption)`` framed in cyan, the caption above the box."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    thickness = max(1, round(max(h, w) / 700))
+    scale = max(0.35, max(h, w) / 1800)
+    for (r0, c0, r1, c1), text in boxes:
+        cv2.rectangle(rgb, (int(c0), int(r0)), (int(c1) - 1, int(r1) - 1), (0, 220, 255),
+                      thickness)
+        if text:
+            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+            x = int(min(max(0, c0), max(0, w - tw)))
+            y = int(r0) - 4 if r0 - 4 - th >= 0 else int(r1) + th + 4
+            cv2.putText(rgb, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
+                        thickness + 2, cv2.LINE_AA)
+            cv2.putText(rgb, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 220, 255),
+                        thickness, cv2.LINE_AA)
     return rgb

@@ -173,7 +173,40 @@ class Report:
             raise KeyError(f"no image {image_id!r} in this report; ids: {self.ids}")
         table = self.particles[self.particles["image_id"] == image_id]
         return overlay(self.images[image_id], self.masks[image_id],
-                       measured=table["label"].to_numpy())
+                       measured=table["label"].to_numpy(), boxes=self._boxes(image_id))
+
+    def _boxes(self, image_id: str) -> list:
+        """The scale bar and data bar of an image, with captions, for its overlay."""
+        info = self.calibration_info.get(image_id) or {}
+        out = []
+        bar = info.get("scale_bar")
+        if bar:
+            used = info.get("source") == "scale bar"
+            value = f"{bar['nm_per_px']:.4g} nm/px" if bar.get("nm_per_px") else "unread"
+            label = f'"{bar["label"]}"' if bar.get("label") else "scale bar"
+            out.append((tuple(bar["box"]), f"{label}: {value}"
+                        + ("" if used else f" (not used: {info.get('source')})")))
+        if info.get("data_bar"):
+            out.append((tuple(info["data_bar"]), "data bar (not measured)"))
+        return out
+
+    def calibration_text(self, image_id: str) -> str:
+        """One line saying how image `image_id` was calibrated, for people."""
+        info = self.calibration_info.get(image_id) or {}
+        size, unit = self.calibration.get(image_id, (None, None))
+        source = info.get("source", "none")
+        if source == "none" or unit == "px":
+            text = "uncalibrated: sizes in pixels"
+        else:
+            text = f"{size:.4g} {unit}/px from " + {
+                "user": "your input", "scale bar": "the scale bar"}.get(
+                source, source.replace("metadata:", "") + " metadata")
+        bar = info.get("scale_bar")
+        if bar and bar.get("label"):
+            text += f'; scale bar "{bar["label"]}" read with confidence {bar["confidence"]:.2f}'
+        elif bar:
+            text += "; a scale bar was found but its label was not read"
+        return text
 
     def psd_figure(self, column: str = SIZE_COLUMN):
         """The batch distribution of `column` as a matplotlib Figure: histogram, KDE,
