@@ -24,6 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: Label ink must stand out from its local background by this share of the bar's contrast.
+LOCAL_CONTRAST = 0.45
+#: The second reading of a label binarizes at this multiple of the first's threshold.
+SECOND_THRESHOLD = 1.25
 #: Below this confidence a scale-bar reading is reported but not used as the calibration.
 MIN_CONFIDENCE = 0.6
 
@@ -76,10 +80,23 @@ def _to_uint8(gray: np.ndarray) -> np.ndarray:
     return np.round((g - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
 
 
-def _bar_candidates(g: np.ndarray, light: bool) -> list[dict]:
-    """Horizontal bars of one polarity: solid rectangles, or lines with end ticks."""
-    import cv2
+def _runs(mask: np.ndarray, min_len: int, max_len: int):
+    """Per row, the runs of True at least `min_len` and at most `max_len` long:
+    ``(row, col0, col1)`` (end-exclusive) arrays."""
+    d = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    sr, sc = np.nonzero(d == 1)
+    _, ec = np.nonzero(d == -1)  # same row order as the starts
+    length = ec - sc
+    keep = (length >= min_len) & (length <= max_len)
+    return sr[keep], sc[keep], ec[keep]
 
+
+def _bar_candidates(g: np.ndarray, light: bool) -> list[dict]:
+    """Horizontal bars of one polarity: rectangles of rows whose runs start and end at the
+    same columns (solid bars 1-8 % of the image high, and the lines of tick-ended bars),
+    with no ink of the same polarity over most of their length right above and below
+    (which tells a bar from a blank strip of a label box). Letters touching a bar do not
+    hide it, as they would in a connected-component test."""
     h, w = g.shape
     if light:
         level = max(200, int(np.percentile(g, 99.9)) - 25)
@@ -87,33 +104,41 @@ def _bar_candidates(g: np.ndarray, light: bool) -> list[dict]:
     else:
         level = min(55, int(np.percentile(g, 0.1)) + 25)
         mask = g <= level
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    rows, c0s, c1s = _runs(mask, max(12, int(0.03 * w)), int(0.9 * w))
+    groups: list[list[int]] = []  # [row0, row1 (last), col0, col1]
+    open_by_row: dict[int, list[list[int]]] = {}
+    for r, c0, c1 in zip(rows.tolist(), c0s.tolist(), c1s.tolist()):
+        for grp in open_by_row.get(r - 1, []):
+            if abs(grp[2] - c0) <= 2 and abs(grp[3] - c1) <= 2:
+                grp[1] = r
+                open_by_row.setdefault(r, []).append(grp)
+                break
+        else:
+            grp = [r, r, c0, c1]
+            groups.append(grp)
+            open_by_row.setdefault(r, []).append(grp)
     out = []
-    for i in range(1, n):
-        c0, r0, bw, bh = (int(v) for v in stats[i][:4])
-        if bw < max(12, 0.03 * w) or bw > 0.9 * w or bh > 0.25 * h:
+    for r0, r1, c0, c1 in groups:
+        thick, length = r1 - r0 + 1, c1 - c0
+        if thick > max(3, 0.08 * h) or length < 2.5 * thick:
             continue
-        comp = lab[r0:r0 + bh, c0:c0 + bw] == i
-        rows = comp.sum(axis=1)
-        full = np.flatnonzero(rows >= 0.97 * bw)  # rows the bar spans end to end
-        if len(full) == 0 or full[-1] - full[0] + 1 != len(full):
-            continue  # no full-width line, or two of them (a frame, not a bar)
-        thick = len(full)
-        if thick > max(3, 0.06 * h) or bw < 4 * thick:
+        if r0 == 0 or r1 == h - 1 or c0 == 0 or c1 == w:
+            continue  # a frame or panel edge along the image border, not a bar
+        # a bar stands free: above and below it, mostly not ink of its polarity
+        above = mask[max(0, r0 - 2), c0:c1].mean() if r0 >= 2 else 0.0
+        below = mask[min(h - 1, r1 + 2), c0:c1].mean() if r1 + 2 < h else 0.0
+        if above > 0.5 or below > 0.5:
             continue
-        rest = comp.copy()
-        rest[full] = False
-        cols = np.flatnonzero(rest.any(axis=0))
-        # anything beyond the line must be end ticks (within 8 % of the length of the ends)
-        if len(cols) and not np.all((cols < 0.08 * bw + 2) | (cols >= bw - 0.08 * bw - 2)):
-            continue
-        ticks = bool(len(cols))
-        bc0, bc1 = _half_maximum_ends(g, r0 + int(full[len(full) // 2]), c0, c0 + bw, light)
-        bw = bc1 - bc0
-        c0 = bc0
-        out.append({"bar": (r0 + int(full[0]), c0, r0 + int(full[-1]) + 1, c0 + bw),
-                    "extent": (r0, c0, r0 + bh, c0 + bw), "length": float(bw),
-                    "thick": thick, "light": light, "ticks": ticks, "level": level})
+        # end ticks: ink right above or below both ends, not along the middle
+        ends = [mask[max(0, r0 - 4):r0, c].any() or mask[r1 + 1:r1 + 5, c].any()
+                for c in (c0, c1 - 1)]
+        ticks = bool(all(ends))
+        bc0, bc1 = _half_maximum_ends(g, (r0 + r1) // 2, c0, c1, light)
+        tr0 = max(0, r0 - 8) if ticks else r0
+        tr1 = min(h, r1 + 9) if ticks else r1 + 1
+        out.append({"bar": (r0, bc0, r1 + 1, bc1), "extent": (tr0, bc0, tr1, bc1),
+                    "length": float(bc1 - bc0), "thick": thick, "light": light,
+                    "ticks": ticks, "level": level})
     return out
 
 
@@ -136,7 +161,8 @@ def _half_maximum_ends(g: np.ndarray, row: int, c0: int, c1: int, light: bool) -
     return a, b
 
 
-def _ocr_line(gray: np.ndarray, glyphs: np.ndarray, thr: float, light: bool) -> tuple[str, float]:
+def _ocr_line(gray: np.ndarray, glyphs: np.ndarray, thr: float, light: bool, *,
+              psm: int = 7) -> tuple[str, float]:
     """Text and confidence (0-1) Tesseract reads in one line of a label.
 
     `gray` is the line's crop, `glyphs` its glyph mask (ink components that passed
@@ -158,7 +184,7 @@ def _ocr_line(gray: np.ndarray, glyphs: np.ndarray, thr: float, light: bool) -> 
     img = cv2.copyMakeBorder(img, 30, 30, 30, 30, cv2.BORDER_CONSTANT, value=255)
     _, png = cv2.imencode(".png", img)
     try:
-        res = subprocess.run([exe, "stdin", "stdout", "--psm", "7", "-l", "eng",
+        res = subprocess.run([exe, "stdin", "stdout", "--psm", str(psm), "-l", "eng",
                               "-c", "tessedit_char_whitelist=0123456789.,nmuµμ ", "tsv"],
                              input=png.tobytes(), capture_output=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
@@ -194,7 +220,7 @@ def _text_lines(ink: np.ndarray):
         for line in lines:
             lh = line[2] - line[0]
             overlap = min(line[2], g[2]) - max(line[0], g[0])
-            if overlap > 0.3 * min(lh, g[2] - g[0]) and g[1] - line[3] < 1.5 * max(lh, g[2] - g[0]):
+            if overlap > 0.3 * min(lh, g[2] - g[0]) and g[1] - line[3] < 2.5 * max(lh, g[2] - g[0]):
                 line[:] = [min(line[0], g[0]), min(line[1], g[1]), max(line[2], g[2]),
                            max(line[3], g[3])]
                 break
@@ -229,12 +255,13 @@ def _unit(text: str) -> str | None:
 
 
 def _read_label(g: np.ndarray, cand: dict) -> dict | None:
-    """The label next to a bar: OCR of the text lines in a window around it, binarized
-    halfway between the bar's intensity and the local background."""
+    """The label next to a bar: OCR of the text lines in a window around it (see the two
+    binarizations below); the most confident reading, halved when another confident
+    reading disagrees."""
     h, w = g.shape
     r0, c0, r1, c1 = cand["extent"]
     length = c1 - c0
-    pad_r = int(max(30, 4 * (r1 - r0), 0.35 * length))
+    pad_r = int(max(40, 5 * (r1 - r0), 0.5 * length))
     wr0, wr1 = max(0, r0 - pad_r), min(h, r1 + pad_r)
     wc0, wc1 = max(0, c0 - int(0.6 * length)), min(w, c1 + int(0.9 * length))
     win = g[wr0:wr1, wc0:wc1].astype(np.float32)
@@ -243,33 +270,87 @@ def _read_label(g: np.ndarray, cand: dict) -> dict | None:
     ground = float(np.median(win))
     if abs(bar_level - ground) < 40:
         return None
-    thr = (bar_level + ground) / 2
-    ink = win >= thr if cand["light"] else win <= thr
-    ink[r0 - wr0:r1 - wr0, c0 - wc0:c1 - wc0] = False  # the bar is not text
+    import cv2
+
+    contrast = abs(bar_level - ground)
+    sign = 1.0 if cand["light"] else -1.0
+    # Two ways to tell ink from ground, each read on its own: against the *local*
+    # background (top-hat / black-hat with a kernel wider than a stroke: text crossing a
+    # particle's edge), and against the window's median (text on noisy flat ground)
+    op = cv2.MORPH_TOPHAT if cand["light"] else cv2.MORPH_BLACKHAT
+    variants = [(cv2.morphologyEx(win, op, np.ones((21, 21), np.uint8)),
+                 LOCAL_CONTRAST * contrast),
+                (np.clip(sign * (win - ground), 0, None).astype(np.float32), 0.5 * contrast)]
     bar_cy, bar_cx = (r0 + r1) / 2 - wr0, (c0 + c1) / 2 - wc0
-    boxes, glyphs = _text_lines(ink)
-    lines = sorted(boxes, key=lambda b: np.hypot((b[0] + b[2]) / 2 - bar_cy,
-                                                           (b[1] + b[3]) / 2 - bar_cx))
-    best = None
-    for lr0, lc0, lr1, lc1 in lines[:3]:
-        crop = (slice(max(0, lr0 - 3), lr1 + 3), slice(max(0, lc0 - 3), lc1 + 3))
-        text, conf = _ocr_line(win[crop], glyphs[crop], thr, cand["light"])
-        m = _LABEL.search(text)
-        if not m:
-            continue
-        unit = _unit(m.group(2))
-        value = float(m.group(1).replace(",", "."))
-        if unit is None or value <= 0:
-            continue
-        dist = np.hypot(((lr0 + lr1) / 2 - bar_cy) / max(1.0, length),
-                        ((lc0 + lc1) / 2 - bar_cx) / max(1.0, length))
-        if m.group(2).lower() == "m":
-            conf *= 0.85  # the µ was inferred, not read
-        item = {"text": m.group(0), "value": value, "unit": unit, "conf": conf,
-                "dist": float(dist), "box": (lr0 + wr0, lc0 + wc0, lr1 + wr0, lc1 + wc0)}
-        if best is None or item["dist"] < best["dist"]:
-            best = item
+    items = []
+    for lift, thr in variants:
+        ink = lift >= thr
+        ink[r0 - wr0:r1 - wr0, c0 - wc0:c1 - wc0] = False  # the bar is not text
+        boxes, glyphs = _text_lines(ink)
+        lines = sorted(boxes, key=lambda b: np.hypot((b[0] + b[2]) / 2 - bar_cy,
+                                                     (b[1] + b[3]) / 2 - bar_cx))
+        for lr0, lc0, lr1, lc1 in lines[:3]:
+            crop = (slice(max(0, lr0 - 3), lr1 + 3), slice(max(0, lc0 - 3), lc1 + 3))
+            item = _read_line(lift[crop], glyphs[crop], thr)
+            if item is None:
+                continue
+            item["dist"] = float(np.hypot(((lr0 + lr1) / 2 - bar_cy) / max(1.0, length),
+                                          ((lc0 + lc1) / 2 - bar_cx) / max(1.0, length)))
+            item["box"] = (lr0 + wr0, lc0 + wc0, lr1 + wr0, lc1 + wc0)
+            items.append(item)
+    if not items:
+        return None
+    best = max(items, key=lambda t: (round(t["conf"], 3), -t["dist"]))
+
+    def overlap(a, b):
+        return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+
+    # the same text read differently by the other binarization, or another confident
+    # label elsewhere: do not pretend to know which is right
+    if any((t["value"], t["unit"]) != (best["value"], best["unit"])
+           and (overlap(t["box"], best["box"]) or t["conf"] >= MIN_CONFIDENCE) for t in items):
+        best = {**best, "conf": best["conf"] * 0.5}
     return best
+
+
+def _read_line(lift: np.ndarray, glyphs: np.ndarray, thr: float) -> dict | None:
+    """One text line's reading with its confidence, or None when it is not a label."""
+    import cv2
+
+    text, ocr_conf = _ocr_line(lift, glyphs, thr, True)
+    reading = _parse(text)
+    if reading is None:
+        return None
+    # Tesseract's own word confidence says little for whitelisted glyphs; the checks
+    # below (a second reading agrees, as many glyphs as characters, a round value)
+    # carry most of the weight
+    conf = 0.5 + 0.5 * ocr_conf
+    value, unit, inferred, matched = reading
+    # a second reading, binarized at a lower threshold, must agree: a "1" read as "4"
+    # or "7" from one set of pixels is rarely read the same way from another
+    second = _parse(_ocr_line(lift, glyphs, SECOND_THRESHOLD * thr, True)[0])
+    if second is None or abs(second[0] - value) > 1e-9 or second[1] != unit:
+        conf *= 0.5
+    # as many glyphs in the line as characters read (a dropped "0" is a wrong value)
+    n_glyphs = cv2.connectedComponents(glyphs.astype(np.uint8), connectivity=8)[0] - 1
+    n_chars = len(text.replace(" ", ""))
+    if not n_chars - 1 <= n_glyphs <= n_chars + 1:
+        conf *= 0.4
+    if inferred:
+        conf *= 0.85  # the µ was inferred, not read
+    return {"text": matched, "value": value, "unit": unit, "conf": conf}
+
+
+def _parse(text: str):
+    """``(value, unit, µ inferred, matched text)`` of a label, or None."""
+    m = _LABEL.search(text)
+    if not m:
+        return None
+    unit = _unit(m.group(2))
+    value = float(m.group(1).replace(",", "."))
+    if unit is None or value <= 0:
+        return None
+    return value, unit, m.group(2).lower() == "m", m.group(0)
 
 
 def find_scale_bar(image) -> ScaleBar | None:
