@@ -481,3 +481,29 @@ def test_rasterize_matches_stardists_polygon_rendering():
     assert set(np.unique(ref)) == set(np.unique(ours))
     with pytest.raises(ValueError, match="oversample"):
         rasterize(np.zeros((0, 2, 32)), shape, oversample=4)
+
+
+def test_auto_scale_detects_a_second_smaller_population():
+    # large particles (~150 px) with small ones (~18 px) between them: the coarse pass sees
+    # only the large ones; the probe finds the small ones and one more pass adds them
+    model = StarDist.pretrained("emps")
+    big, big_mask = sample_pair((640, 640), particles=6, radius=(70, 80), touching=0.0, rng=2)
+    small, small_mask = sample_pair((640, 640), particles=90, radius=(8, 10), touching=0.0,
+                                    rng=3)
+    lb, ls = big_mask.labels, small_mask.labels
+    free = np.setdiff1d(np.unique(ls[ls > 0]), np.unique(ls[(ls > 0) & (lb > 0)]))
+    image = np.where(np.isin(ls, free), small, big)
+    truth = np.where(lb > 0, lb, np.where(np.isin(ls, free), ls + lb.max(), 0))
+    mask, details = model.predict(image, return_details=True)
+    choice = details["scale_choice"]
+    assert choice["second_population"]["width_px"] < 0.25 * choice["width_px"]
+    assert choice["second_population"]["scale"] == 1.0
+    f1 = evaluate([mask], [(image, truth)], iou=0.5).f1.iloc[-1]
+    assert f1 >= 0.9
+    # and only the large ones without it (what the coarse pass alone gives)
+    alone = model.predict(image, scale=details["scale"])
+    assert evaluate([alone], [(image, truth)], iou=0.5).f1.iloc[-1] < 0.3
+    # one population: the probe runs but adds nothing
+    mask, details = model.predict(big, return_details=True)
+    assert "second_population" not in details["scale_choice"]
+    assert details["scale_choice"]["probe"] is True and mask.count == big_mask.count

@@ -201,24 +201,94 @@ class StarDist:
             choice = {"mode": "auto", "width_px": round(width / s, 2), "n_seen": len(widths),
                       "seen_at": s}
             if abs(np.log(target / s)) <= np.log(1.2):
-                return s, kept, prob_map, {**choice, "scale": s, "passes": len(runs),
-                                           "reason": f"particles {width / s:.0f} px wide at "
-                                                     f"scale {s:g}: kept that pass"}
-            points, probs, dists, prob_map = self.predict_candidates(
-                x, prob_thresh=prob_thresh, scale=target, tile_size=tile_size,
-                context=context, keep_prob=keep_prob, _normalized=True)
-            kept = suppress(points, probs, dists, prob_thresh=prob_thresh, nms_thresh=nms_thresh)
-            return target, kept, prob_map, {
-                **choice, "scale": target, "passes": len(runs) + 1,
-                "reason": f"particles {width / s:.0f} px wide (seen at scale {s:g}): one pass "
-                          f"at {target:g}, where they are {width / s * target:.0f} px wide "
-                          f"(aim {self.auto_width:.0f})"}
+                result = (s, kept, prob_map, {**choice, "scale": s, "passes": len(runs),
+                                              "reason": f"particles {width / s:.0f} px wide at "
+                                                        f"scale {s:g}: kept that pass"})
+            else:
+                points, probs, dists, prob_map = self.predict_candidates(
+                    x, prob_thresh=prob_thresh, scale=target, tile_size=tile_size,
+                    context=context, keep_prob=keep_prob, _normalized=True)
+                kept = suppress(points, probs, dists, prob_thresh=prob_thresh,
+                                nms_thresh=nms_thresh)
+                result = (target, kept, prob_map, {
+                    **choice, "scale": target, "passes": len(runs) + 1,
+                    "reason": f"particles {width / s:.0f} px wide (seen at scale {s:g}): one "
+                              f"pass at {target:g}, where they are {width / s * target:.0f} px "
+                              f"wide (aim {self.auto_width:.0f})"})
+            # a second, smaller population, too small for this pass to see: probe the
+            # window with the most uncovered ground at twice the scale, and if it holds
+            # particles under half this width, add a pass at the scale they ask for
+            second, probed = self._second_population(x, kept, s, width / s, result[0], lo, hi,
+                                                     prob_thresh, nms_thresh)
+            result[3]["probe"] = probed  # a window at twice the scale (not a full pass)
+            if second is not None:
+                s2, width2 = second
+                points, probs, dists, _ = self.predict_candidates(
+                    x, prob_thresh=prob_thresh, scale=s2, tile_size=tile_size,
+                    context=context, _normalized=True)
+                extra = suppress(points, probs, dists, prob_thresh=prob_thresh,
+                                 nms_thresh=nms_thresh)
+                c = result[3]
+                c = {**c, "passes": c["passes"] + 1, "second_population": {
+                         "width_px": round(width2, 2), "scale": s2},
+                     "reason": c["reason"] + f"; a probe at {2 * s:g} found smaller particles "
+                               f"({width2:.0f} px wide) between them: added from a pass at "
+                               f"{s2:g}"}
+                return (*result[:3], c, (s2, extra))
+            return result
         k = _surest([(s, kept) for s, kept, _ in runs])  # no particles to measure anywhere
         s, kept, prob_map = runs[k]
+        prob_map = prob_map if keep_prob else None
         return s, kept, prob_map, {"mode": "auto", "scale": s, "passes": len(runs),
                                    "width_px": None, "n_seen": len(kept[1]),
                                    "reason": "too few particles to measure at any scale: "
                                              "the surest pass"}
+
+    def _second_population(self, x, kept, s, width, chosen, lo, hi, prob_thresh, nms_thresh,
+                           window: int = 384):
+        """``((scale, width) or None, probed)``: a population of particles under half
+        `width` (original px) that the pass at `s` could not see, and whether a probe ran.
+
+        Probes, at ``2 s``, the `window`-sized square of the image least covered by the
+        pass's particles; counts the particles found there outside them.
+        """
+        from stardist.geometry import dist_to_coord
+
+        from ._predict import rasterize, suppress
+        from ._targets import resize_image
+
+        if chosen * 1.5 > hi or s * 2 > hi:
+            return None, False  # no finer scale left to add
+        h, w = x.shape
+        small = resize_image(np.zeros((h, w), np.float32), s).shape
+        points, _, dists = kept
+        covered = (rasterize(dist_to_coord(dists, points), small) > 0 if len(points)
+                   else np.zeros(small, bool))
+        # the window (in resized px) with the most uncovered ground, by an integral image
+        k = max(1, min(round(window * s), *small))
+        ii = np.pad((~covered).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        sums = ii[k:, k:] - ii[:-k, k:] - ii[k:, :-k] + ii[:-k, :-k]
+        r, c = np.unravel_index(int(np.argmax(sums)), sums.shape)
+        r0, c0 = int(r / s), int(c / s)
+        r1, c1 = min(h, r0 + int(k / s)), min(w, c0 + int(k / s))
+        crop = x[r0:r1, c0:c1]
+        if min(crop.shape) < 32:
+            return None, False
+        probe = 2 * s
+        cand = self.predict_candidates(crop, prob_thresh=prob_thresh, scale=probe,
+                                       _normalized=True)[:3]
+        pts, _, dst = suppress(*cand, prob_thresh=prob_thresh, nms_thresh=nms_thresh)
+        if len(pts) == 0:
+            return None, True
+        # probe particles whose centre lies on ground the first pass left uncovered
+        rows = np.clip(((pts[:, 0] / probe + r0) * s).astype(int), 0, small[0] - 1)
+        cols = np.clip(((pts[:, 1] / probe + c0) * s).astype(int), 0, small[1] - 1)
+        new = ~covered[rows, cols]
+        widths = _widths(dst[new]) / probe
+        if len(widths) < AUTO_MIN_COUNT or np.median(widths) > 0.5 * width:
+            return None, True
+        width2 = float(np.median(widths))
+        return (choose_scale(width2, target=self.auto_width, lo=lo, hi=hi), width2), True
 
     def predict_candidates(self, image, *, prob_thresh: float, scale: float | None = None,
                            tile_size: int = 1024, context: int = 64, keep_prob: bool = False,
@@ -288,10 +358,11 @@ class StarDist:
         scales = self._scales(scale)
         image = self._check_image(image)
         x = percentile_normalize(image, self.config.normalize_low, self.config.normalize_high)
+        extra = None
         if (self.predict_scale if scale is None else scale) == "auto":
-            s, kept, prob_map, choice = self._auto(x, prob_thresh=p, nms_thresh=n,
-                                                   tile_size=tile_size, context=context,
-                                                   keep_prob=return_details)
+            s, kept, prob_map, choice, *extra = self._auto(
+                x, prob_thresh=p, nms_thresh=n, tile_size=tile_size, context=context,
+                keep_prob=return_details)
         else:
             runs = []
             for s in scales:
@@ -306,7 +377,12 @@ class StarDist:
                       if len(runs) > 1 else
                       {"mode": "fixed", "scale": s, "passes": 1, "reason": "fixed scale"})
         labels, details = render(*kept, image.shape, scale=s)  # only the chosen scale drawn
-        details = {**details, "prob_map": prob_map, "scale": s, "scale_choice": choice}
+        if extra:  # a second population: its particles where the first pass has none
+            s2, kept2 = extra[0]
+            labels, details = _add_population(labels, details,
+                                              *render(*kept2, image.shape, scale=s2))
+        details = {**details, "prob_map": prob_map if return_details else None, "scale": s,
+                   "scale_choice": choice}
         mask = InstanceMask(labels)
         return (mask, details) if return_details else mask
 
@@ -521,6 +597,26 @@ class StarDist:
             raise FileNotFoundError(f"the pretrained model {name!r} is missing from {path}; "
                                     "reinstall utilegen")
         return cls.load(path)
+
+
+def _add_population(labels, details, labels2, details2, max_overlap: float = 0.2):
+    """`labels` with the instances of `labels2` that it does not already have (at most
+    `max_overlap` of their pixels on its instances), numbered after its own."""
+    n = len(details["prob"])
+    keep, new = [], labels.copy()
+    for k in range(len(details2["prob"])):
+        pixels = labels2 == k + 1
+        area = int(pixels.sum())
+        if area == 0 or (labels[pixels] > 0).sum() > max_overlap * area:
+            continue
+        keep.append(k)
+        new[pixels & (labels == 0)] = n + len(keep)
+    if not keep:
+        return labels, details
+    merged = dict(details)
+    for key in ("coord", "points", "prob"):
+        merged[key] = np.concatenate([details[key], details2[key][keep]])
+    return new, merged
 
 
 def _widths(dists: np.ndarray) -> np.ndarray:
