@@ -123,7 +123,9 @@ def test_adaptation_records_provenance_and_honours_minutes(adapted):
     _, _, model, _ = adapted
     a = model.info["adaptation"]
     assert a["base"] == "model" and a["pairs"] == 3 and a["split"]["kind"] == "given"
-    assert a["synthetic"]["n"] == 3 and a["annotations"]["n_particles"] > 0
+    # synthetic pairs composed on the fly, as many patches as 3 stored pairs would give
+    assert a["synthetic"]["on_the_fly"] and a["synthetic"]["equivalent_pairs"] == 3
+    assert a["synthetic"]["share_of_patches"] == 0.5 and a["annotations"]["n_particles"] > 0
     assert a["scale"]["from"] == "annotated median diameter"
     assert {"f1_50", "f1_70", "d50_relative_error"} <= set(a["validation"])
     assert a["steps"] == 400

@@ -507,3 +507,33 @@ def test_auto_scale_detects_a_second_smaller_population():
     mask, details = model.predict(big, return_details=True)
     assert "second_population" not in details["scale_choice"]
     assert details["scale_choice"]["probe"] is True and mask.count == big_mask.count
+
+
+def test_patch_sampler_composes_synthetic_pairs_on_the_fly():
+    from utilegen.segment._data import PatchSampler
+
+    config = StarDistConfig(patch_size=64, n_rays=8, base_filters=8)
+    empty = [(np.random.default_rng(0).random((96, 96)).astype(np.float32),
+              np.zeros((96, 96), np.int32))]  # real pairs without particles
+
+    class Disks:  # a synthetic dataset: every item a new image full of particles
+        calls = 0
+
+        def __len__(self):
+            return 10**9
+
+        def pair(self, i):
+            Disks.calls += 1
+            return sample_pair((128, 128), particles=12, radius=(8, 12), rng=int(i) % 1000)
+
+    rng = np.random.default_rng(1)
+    only_real = PatchSampler(empty, config)
+    assert only_real.batch(rng, 4, augment=False)[1].max() == 0
+    only_syn = PatchSampler(empty, config, synthetic=Disks(), synthetic_share=1.0)
+    x, prob, _ = only_syn.batch(rng, 4, augment=False)
+    assert Disks.calls == 4  # a new synthetic pair per patch
+    assert all(p.max() > 0 for p in prob) and x.shape == (4, 1, 64, 64)
+    with pytest.raises(ValueError, match="synthetic_share"):
+        PatchSampler(empty, config, synthetic=Disks(), synthetic_share=1.5)
+    with pytest.raises(ValueError, match="synthetic"):
+        PatchSampler(empty, config, synthetic_share=0.5)

@@ -23,8 +23,12 @@ from ._data import as_image_and_labels
 #: best for objects of about 10-80 px with grid 2; the shipped model was trained on EMPS
 #: particles of median ~110 px resized by 0.5 (55 px), zoom-augmented by 1.6.
 TARGET_DIAMETER = 40.0
-#: Synthetic pairs per real pair (the paper's Table 3/5 setting).
+#: Synthetic pairs per real pair (the paper's Table 3/5 setting). Since pairs are composed
+#: on the fly, this sets the share of training patches that are synthetic (5 -> 5/6).
 SYNTHETIC_PER_REAL = 5
+#: Length of the on-the-fly synthetic dataset: item i is composed from seed (seed, i), so
+#: this many distinct synthetic pairs can be drawn.
+ON_THE_FLY_LENGTH = 2**31 - 1
 
 
 def equivalent_diameters(labels: np.ndarray, *, inner_only: bool = True) -> np.ndarray:
@@ -236,7 +240,9 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
         Wall-clock budget for the whole call (training, threshold search and validation).
     synthetic_per_real : float
         Synthetic pairs per real training pair, made by `synthetic_like` from the training
-        pairs only (0 = real data only).
+        pairs only (0 = real data only). They are composed on the fly while the network
+        trains, a new pair for each synthetic patch, so this sets the share of synthetic
+        patches (``r / (r + 1)``), not a number of stored images.
     scale : "auto" or float
         Resize factor before the network. "auto" brings the median annotated particle to
         `TARGET_DIAMETER` px (`choose_scale`); the model then predicts in one pass at it,
@@ -308,12 +314,19 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
     if base is not None:
         model.network.load_state_dict(base.network.state_dict())
         model.thresholds = dict(base.thresholds)
-    synthetic_settings = None
+    synthetic_settings, syn, share = None, None, 0.0
     train_set = list(train)
     n_syn = round(synthetic_per_real * len(train))
     if n_syn:
-        syn, synthetic_settings = synthetic_like(train, n_syn, stats=stats, seed=seed + 1)
-        train_set += [syn.pair(i) for i in range(len(syn))]
+        # composed on the fly while the network trains, a new pair for every synthetic
+        # patch, with the share of patches that n_syn stored pairs would have had
+        syn, synthetic_settings = synthetic_like(train, ON_THE_FLY_LENGTH, stats=stats,
+                                                 seed=seed + 1)
+        share = n_syn / (n_syn + len(train_set))
+        synthetic_settings = {**synthetic_settings, "n": None, "equivalent_pairs": n_syn,
+                              "on_the_fly": True,
+                              "share_of_patches": round(share, 4),
+                              "synthetic_per_real": synthetic_per_real}
     budget = minutes * 60
     val_pixels = sum(im.size for im, _ in val_pairs) * chosen**2
     # thresholds and figures: ~2 network passes over the validation pixels plus NMS
@@ -334,7 +347,7 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
     history = model.fit(train_set, val_pairs, epochs=epochs, steps_per_epoch=steps_per_epoch,
                         time_limit=train_seconds, seed=seed, progress=False,
                         n_val_patches=min(32, max(8, 4 * len(val_pairs))), callback=on_epoch,
-                        device=device, workers=workers)
+                        device=device, workers=workers, synthetic=syn, synthetic_share=share)
     bar.close()
     model.history = history
     t_train = time.monotonic() - t_start

@@ -47,23 +47,45 @@ def _pad_to(image: np.ndarray, labels: np.ndarray, size: int):
 class PatchSampler:
     """Random training patches with StarDist targets.
 
+    With `synthetic` (a dataset of pairs, e.g. a `SyntheticDataset` of any length) and
+    `synthetic_share`, that share of the patches comes from synthetic pairs composed on the
+    fly, a new one per patch, instead of from `pairs`.
+
     With probability ``config.foreground_fraction`` a patch is placed so that it contains a
     random foreground pixel (StarDist samples patches containing foreground the same way),
     otherwise anywhere. Images smaller than the patch are zero-padded.
     """
 
-    def __init__(self, pairs, config: StarDistConfig):
+    def __init__(self, pairs, config: StarDistConfig, *, synthetic=None,
+                 synthetic_share: float = 0.0):
+        if not 0 <= synthetic_share <= 1:
+            raise ValueError(f"synthetic_share must be in [0, 1], got {synthetic_share}")
+        if synthetic_share > 0 and (synthetic is None or len(synthetic) == 0):
+            raise ValueError("synthetic_share > 0 needs a non-empty synthetic dataset")
         self.config = config
         self.pairs = [_pad_to(im, lab, config.patch_size) for im, lab in pairs]
         self._foreground = [None] * len(self.pairs)
+        # synthetic pairs made on the fly: a fresh one for each patch drawn from them, in
+        # whichever process makes the batch (the DataLoader-style workers of `fit`)
+        self.synthetic = synthetic if synthetic_share > 0 else None
+        self.synthetic_share = float(synthetic_share)
 
     def _fg(self, k: int) -> np.ndarray:
         if self._foreground[k] is None:
             self._foreground[k] = np.flatnonzero(self.pairs[k][1])
         return self._foreground[k]
 
-    def patch(self, k: int, rng: np.random.Generator, zoom: bool = False):
-        image, labels = self.pairs[k]
+    def _synthetic_pair(self, rng: np.random.Generator):
+        """A new synthetic pair, prepared as `load_pairs` prepares real ones."""
+        c = self.config
+        i = int(rng.integers(len(self.synthetic)))
+        image, labels = as_image_and_labels(*get_pair(self.synthetic, i), name=f"synthetic item {i}")
+        x = percentile_normalize(image, c.normalize_low, c.normalize_high)
+        return _pad_to(resize_image(x, c.scale), resize_labels(labels, c.scale), c.patch_size)
+
+    def patch(self, k: int, rng: np.random.Generator, zoom: bool = False, *, pair=None):
+        """A patch of pair `k` (or of `pair`, an ``(image, labels)`` already prepared)."""
+        image, labels = self.pairs[k] if pair is None else pair
         s = out = self.config.patch_size
         if zoom and self.config.zoom != 1:  # a window of s / z pixels, resized to s below
             z = float(np.exp(rng.uniform(-1, 1) * np.log(self.config.zoom)))
@@ -71,9 +93,10 @@ class PatchSampler:
             if s > min(image.shape):
                 image, labels = _pad_to(image, labels, s)
         h, w = image.shape
-        fg = self._fg(k)
+        fg = self._fg(k) if pair is None else np.flatnonzero(pair[1])
+        width = (self.pairs[k] if pair is None else pair)[0].shape[1]
         if len(fg) and rng.random() < self.config.foreground_fraction:
-            r, c = divmod(int(fg[rng.integers(len(fg))]), self.pairs[k][0].shape[1])
+            r, c = divmod(int(fg[rng.integers(len(fg))]), width)
             r0 = rng.integers(max(0, r - s + 1), min(r, h - s) + 1)
             c0 = rng.integers(max(0, c - s + 1), min(c, w - s) + 1)
         else:
@@ -91,7 +114,10 @@ class PatchSampler:
         augment = c.augment if augment is None else augment
         xs, ps, ds = [], [], []
         for _ in range(b):
-            image, labels = self.patch(int(rng.integers(len(self.pairs))), rng, zoom=augment)
+            if self.synthetic is not None and rng.random() < self.synthetic_share:
+                image, labels = self.patch(0, rng, zoom=augment, pair=self._synthetic_pair(rng))
+            else:
+                image, labels = self.patch(int(rng.integers(len(self.pairs))), rng, zoom=augment)
             if augment:
                 image, labels = augment_pair(image, labels, rng, c.intensity_jitter)
             prob, dist = targets(labels, c.n_rays, c.grid)

@@ -87,7 +87,7 @@ class StarDist:
             batch_size: int | None = None, time_limit: float | None = None, seed=0,
             checkpoint_dir=None, resume=None, progress: bool = True,
             n_val_patches: int | None = None, callback=None, device=None,
-            workers: int = 0) -> list[dict]:
+            workers: int = 0, synthetic=None, synthetic_share: float = 0.0) -> list[dict]:
         """Train on `train` (any dataset of ``(image, InstanceMask)`` items) and keep the best.
 
         Parameters
@@ -122,6 +122,12 @@ class StarDist:
             CPU-bound); 0 makes them in a background thread. Use several with a GPU,
             which otherwise waits for patches. Batch k of epoch e is then drawn from
             ``(seed, e, k)``, the same for any number of workers.
+        synthetic, synthetic_share : dataset, float
+            Synthetic pairs composed on the fly while the network trains (e.g. a
+            `SyntheticDataset` of any length, or `segment.synthetic_like`): that share of
+            the training patches comes each from a new synthetic pair, made in the process
+            that makes the batch, instead of from `train`. Unlike pairs generated before
+            training, no two patches share a synthetic image.
 
         Returns the history: one dict per epoch with losses, learning rate and time.
         """
@@ -138,7 +144,8 @@ class StarDist:
                             batch_size=batch_size, time_limit=time_limit, seed=seed,
                             checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
                             n_val_patches=n_val_patches, callback=callback, device=device,
-                            workers=int(workers))
+                            workers=int(workers), synthetic=synthetic,
+                            synthetic_share=float(synthetic_share))
         return self.history
 
     # --------------------------------------------------------------- prediction

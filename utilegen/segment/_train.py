@@ -120,7 +120,8 @@ def _parallel(pool, seed: int, epoch: int, batch_size: int, n: int, window: int)
 
 def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int | None,
         time_limit: float | None, seed, checkpoint_dir, resume, progress: bool,
-        n_val_patches: int | None, callback=None, device=None, workers: int = 0):
+        n_val_patches: int | None, callback=None, device=None, workers: int = 0,
+        synthetic=None, synthetic_share: float = 0.0):
     t0 = time.monotonic()  # time_limit counts reading the data and validation patches too
     cfg = model.config
     dev = resolve_device(device)
@@ -135,7 +136,7 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
         rng = np.random.default_rng([int(rng.integers(2**31)), rank])
     train_pairs = load_pairs(train, cfg, what="train", progress=progress)
     val_pairs = load_pairs(val, cfg, what="validation", progress=progress) if val is not None else None
-    sampler = PatchSampler(train_pairs, cfg)
+    sampler = PatchSampler(train_pairs, cfg, synthetic=synthetic, synthetic_share=synthetic_share)
     # A fixed set of validation patches (as StarDist2D): same patches every epoch.
     val_batches = []
     if val_pairs is not None:
