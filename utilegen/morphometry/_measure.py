@@ -63,13 +63,13 @@ def _resolve_calibration(pixel_size, unit, paths) -> tuple[float, str]:
         if not isinstance(unit, str) or not unit:
             raise ValueError(f"unit must be a non-empty string, got {unit!r}")
         return size, unit
-    from ..io import read_pixel_size
+    from ..calibration import read_calibration
 
-    for path in paths:
-        if path is not None and path.suffix.lower() in (".tif", ".tiff"):
-            found = read_pixel_size(path)
-            if found is not None:
-                return float(found[0]), found[1]
+    for path in paths:  # the files' own metadata (utilegen.io.read_calibration's reader)
+        if path is not None:
+            found = read_calibration(path, scale_bar=False)
+            if found.pixel_size is not None:
+                return float(found.pixel_size), found.unit
     return 1.0, "px"
 
 
@@ -93,11 +93,13 @@ def measure(mask, image=None, *, pixel_size: float | None = None, unit: str = "n
     mask : InstanceMask, (M, N) integer ndarray, or path to a mask file
         Instance labels (0 = background).
     image : (M, N) ndarray or path, optional
-        The micrograph, for ``intensity_mean``/``intensity_std``. A TIFF path also
-        provides the pixel size (ImageJ calibration) when `pixel_size` is not given.
+        The micrograph, for ``intensity_mean``/``intensity_std``. A path also provides
+        the pixel size from its metadata when `pixel_size` is not given.
     pixel_size : float, optional
         Size of one pixel in `unit`. When None, it is read from the image's (or the mask
-        file's) TIFF metadata; without calibration, results are in pixels (unit "px").
+        file's) metadata (`utilegen.io.read_calibration` without the scale bar: ImageJ,
+        OME, Zeiss, FEI TIFFs; DM3/DM4, EMD, SER, MRC); without it, results are in
+        pixels (unit "px").
     unit : str
         Unit of `pixel_size` (e.g. "nm", "µm").
     exclude_border : bool
