@@ -202,3 +202,49 @@ def test_analyze_keeps_the_scale_bar_label_out_of_the_particles():
     frame = rgb[r0:r1, c0:c1]
     assert np.any(np.all(frame == (0, 220, 255), axis=-1))
     assert report.calibration_text("image_0").startswith("0.625 nm/px from the scale bar")
+
+
+def test_label_numbers_with_separators():
+    from utilegen.calibration._scalebar import _parse
+
+    assert _parse("1,000 nm")[:2] == (1000.0, "nm")  # a thousands separator
+    assert _parse("1,5 um")[:2] == (1.5, "µm")  # a decimal comma
+    assert _parse("0.5 µm")[:2] == (0.5, "µm")
+
+
+def test_a_bar_shaped_particle_without_a_label_stays_in_the_table():
+    from scipy import ndimage as ndi
+
+    from utilegen.pipeline import analyze
+
+    rng = np.random.default_rng(0)
+    image = (60 + rng.normal(0, 6, (512, 512))).clip(0, 255)
+    for r, c in ((100, 100), (250, 300), (400, 120), (460, 380)):
+        image[r:r + 12, c:c + 80] = 220  # four bright rods, one of them bar-like
+    image = image.astype(np.uint8)
+
+    class Threshold:
+        def predict(self, img):
+            return ndi.label(img > 150)[0]
+
+    for pixel_size in ("auto", 2.0):
+        report = analyze([image], segmenter=Threshold(), pixel_size=pixel_size,
+                         exclude_border=False)
+        assert len(report.particles) == 4, pixel_size
+
+
+def test_batch_of_mixed_metadata_units_is_measured_in_nanometres(tmp_path):
+    from utilegen.datasets import sample_pair
+    from utilegen.pipeline import analyze
+
+    image, _ = sample_pair((256, 256), particles=10, rng=4)
+    tifffile.imwrite(tmp_path / "a_um.tif", image, imagej=True,
+                     resolution=(1 / 0.002, 1 / 0.002), metadata={"unit": "um"})
+    tifffile.imwrite(tmp_path / "b_nm.tif", image, imagej=True, resolution=(1 / 2.0, 1 / 2.0),
+                     metadata={"unit": "nm"})
+    report = analyze(sorted(tmp_path.glob("*.tif")))
+    assert report.calibration["a_um"] == pytest.approx((2.0, "nm"))
+    assert report.calibration["b_nm"] == (2.0, "nm")
+    # both images in the batch distribution: the same image twice, so twice the particles
+    per_image = report.summary.set_index("image_id")["particles"]
+    assert per_image["all"] == per_image["a_um"] + per_image["b_nm"]

@@ -79,8 +79,12 @@ class Calibration:
         return None if self.scale_bar is None else self.scale_bar.confidence
 
     def excluded(self) -> list[tuple[int, int, int, int]]:
-        """Boxes that are not specimen (scale bar with its label, data bar)."""
-        return [b for b in (self.box, self.data_bar) if b is not None]
+        """Boxes that are not specimen: a scale bar whose label was read with confidence
+        (a bar-shaped thing without a readable label may be a particle), and a data bar."""
+        bar = self.scale_bar
+        read = (bar is not None and bar.nm_per_px is not None
+                and bar.confidence >= MIN_CONFIDENCE)
+        return [b for b in (self.box if read else None, self.data_bar) if b is not None]
 
     def __repr__(self) -> str:
         extra = ""
@@ -135,6 +139,11 @@ def read_calibration(path_or_image, *, scale_bar: bool = True,
         image = read_image(path) if scale_bar else None
     else:
         image = np.asarray(path_or_image)
+    if image is not None:
+        from .._image import as_gray
+
+        name = str(path_or_image) if isinstance(path_or_image, (str, Path)) else "image"
+        image = as_gray(image, name=name)
     bar = find_scale_bar(image) if scale_bar and image is not None else None
     data_bar = find_data_bar(image) if image is not None and scale_bar else None
     if found is not None:

@@ -347,7 +347,10 @@ def _parse(text: str):
     if not m:
         return None
     unit = _unit(m.group(2))
-    value = float(m.group(1).replace(",", "."))
+    number = m.group(1)
+    if re.fullmatch(r"\d{1,3}(,\d{3})+", number):
+        number = number.replace(",", "")  # "1,000 nm": a thousands separator
+    value = float(number.replace(",", "."))  # "1,5 µm": a decimal comma
     if unit is None or value <= 0:
         return None
     return value, unit, m.group(2).lower() == "m", m.group(0)
@@ -364,6 +367,8 @@ def find_scale_bar(image) -> ScaleBar | None:
     g = np.asarray(image)
     if g.ndim == 3:
         g = to_grayscale(g)
+    if g.ndim != 2 or min(g.shape) < 16:
+        return None  # too small to hold a scale bar (or not an image: as_gray says so)
     g = _to_uint8(g)
     h, w = g.shape
     cands = _bar_candidates(g, True) + _bar_candidates(g, False)

@@ -6,11 +6,12 @@ pixels. `utilegen.calibration` does the reading; this is only the policy.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from ..calibration import Calibration, find_data_bar, find_scale_bar
+from ..calibration import Calibration, find_data_bar, find_scale_bar, nm_per_unit
 from ..calibration import read_calibration as _read
 
 
@@ -25,6 +26,9 @@ def _calibration(source, image, pixel_size, unit) -> Calibration:
                   scale_bar=pixel_size == "auto")
     if found.pixel_size is None:
         return Calibration(1.0, "px", "none", found.scale_bar, found.data_bar)
+    factor = nm_per_unit(found.unit)
+    if factor is not None and found.unit != "nm":  # one unit for the whole batch: nm
+        return replace(found, pixel_size=found.pixel_size * factor, unit="nm")
     return found
 
 

@@ -205,6 +205,7 @@ class StarDist:
             if len(widths) < AUTO_MIN_COUNT and width < AUTO_TRUSTED_WIDTH:
                 continue  # one or two blobs may be clusters of particles too small to see
             target = choose_scale(width / s, target=self.auto_width, lo=lo, hi=hi)
+            seen = kept  # the particles of this pass, for the second-population probe
             choice = {"mode": "auto", "width_px": round(width / s, 2), "n_seen": len(widths),
                       "seen_at": s}
             if abs(np.log(target / s)) <= np.log(1.2):
@@ -225,7 +226,7 @@ class StarDist:
             # a second, smaller population, too small for this pass to see: probe the
             # window with the most uncovered ground at twice the scale, and if it holds
             # particles under half this width, add a pass at the scale they ask for
-            second, probed = self._second_population(x, kept, s, width / s, result[0], lo, hi,
+            second, probed = self._second_population(x, seen, s, width / s, result[0], lo, hi,
                                                      prob_thresh, nms_thresh)
             result[3]["probe"] = probed  # a window at twice the scale (not a full pass)
             if second is not None:
