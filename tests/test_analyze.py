@@ -351,3 +351,15 @@ def test_segmenter_by_shipped_name_or_clear_error():
         load_segmenter("no_such_model")
     with pytest.raises(FileNotFoundError, match="folder not found"):
         load_segmenter("some/missing/folder")
+
+
+def test_particle_shapes_do_not_depend_on_the_pixel_size():
+    # the rules read pixel areas from the mask, not calibrated areas divided back
+    from utilegen.datasets import sample_pair
+    from utilegen.pipeline import analyze
+    from utilegen.segment import ThresholdSegmenter
+
+    image, _ = sample_pair((256, 256), particles=15, rng=7)
+    shapes = [list(analyze([image], segmenter=ThresholdSegmenter(), pixel_size=size)
+                   .particles["shape_class"]) for size in (1.0, 7.3)]
+    assert shapes[0] == shapes[1] and len(shapes[0]) > 0

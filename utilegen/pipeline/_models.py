@@ -80,15 +80,17 @@ def _image_class(classifier, image) -> str | None:
     return None if result is None else str(result)
 
 
-def _particle_shapes(table, pixel_size: float):
+def _particle_shapes(table, mask):
     """Per-particle shape names (sphere / cube / rod / other) from utilegen.classify's
     morphometry rules, or None when that part of utilegen is not available."""
     try:
         from ..classify import ShapeRules
     except ImportError:
         return None
-    # The rules expect pixel areas; the other descriptors they use have no unit.
+    # The rules expect pixel areas (their minimum size is a pixel count): taken from the
+    # mask itself, not from the calibrated table; the other descriptors have no unit.
     px = table[["area", "solidity", "aspect_ratio", "circularity", "feret_diameter_max",
                 "feret_diameter_min"]].copy()
-    px["area"] = px["area"] / pixel_size**2
+    counts = np.bincount(np.asarray(mask.labels).ravel())
+    px["area"] = counts[table["label"].to_numpy(dtype=np.int64)].astype(float)
     return list(ShapeRules().classify(px))

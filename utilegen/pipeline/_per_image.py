@@ -47,7 +47,7 @@ def _analyze_one(image_id, source, model, shape_classifier, *, pixel_size, unit,
         return {"id": image_id, "name": name,
                 "error": f"{type(exc).__name__}: {exc}" if not isinstance(
                     exc, (ValueError, FileNotFoundError)) else str(exc)}
-    shapes = _particle_shapes(table, size) if len(table) else []
+    shapes = _particle_shapes(table, mask) if len(table) else []
     attrs = dict(table.attrs)
     table.insert(0, "shape_class", pd.Series(shapes if shapes is not None else [None] * len(table),
                                              index=table.index, dtype=object))
