@@ -22,6 +22,9 @@ policy                   used by                        why
 0.5 / 99.5, clipped)                                    few hot pixels cannot squash contrast
 `to_display_uint8`       pipeline overlays (report,     display only: contrast-stretched
 (0.5 / 99.5)             web app)                       8-bit gray, never measured
+`to_uint8_full_range`    calibration (scale-bar         burned-in bars and labels are pure
+(uint8 kept, else        reading)                       white or black: percentiles would
+min / max)                                              clip them into the specimen's gray
 ======================== ============================== ======================================
 
 Note that the classify policy treats dtypes differently: a uint8 image is divided by
@@ -38,6 +41,7 @@ __all__ = [
     "percentile_to_unit",
     "to_display_uint8",
     "to_grayscale",
+    "to_uint8_full_range",
     "to_unit_float",
 ]
 
@@ -208,3 +212,18 @@ def to_display_uint8(image: np.ndarray) -> np.ndarray:
         return np.full(img.shape, 128, np.uint8)
     out = np.clip((np.nan_to_num(img, nan=lo) - lo) / (hi - lo), 0, 1)
     return np.round(out * 255).astype(np.uint8)
+
+
+def to_uint8_full_range(image: np.ndarray) -> np.ndarray:
+    """uint8 kept as is; other dtypes mapped from their finite min / max to 0-255 (NaN and
+    inf to 0), so that the extremes of the image stay the extremes."""
+    g = np.asarray(image)
+    if g.dtype == np.uint8:
+        return g
+    g = g.astype(np.float64)
+    finite = np.isfinite(g)
+    if not finite.any():
+        return np.zeros(g.shape, np.uint8)
+    lo, hi = float(g[finite].min()), float(g[finite].max())
+    g = np.where(finite, g, lo)
+    return np.round((g - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._image import to_uint8_full_range
+
 #: Label ink must stand out from its local background by this share of the bar's contrast.
 LOCAL_CONTRAST = 0.45
 #: The second reading of a label binarizes at this multiple of the first's threshold.
@@ -65,19 +67,6 @@ def tesseract_available() -> bool:
 @functools.cache
 def _tesseract() -> str | None:
     return shutil.which("tesseract")
-
-
-def _to_uint8(gray: np.ndarray) -> np.ndarray:
-    g = np.asarray(gray)
-    if g.dtype == np.uint8:
-        return g
-    g = g.astype(np.float64)
-    finite = np.isfinite(g)
-    if not finite.any():
-        return np.zeros(g.shape, np.uint8)
-    lo, hi = float(g[finite].min()), float(g[finite].max())
-    g = np.where(finite, g, lo)
-    return np.round((g - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
 
 
 def _runs(mask: np.ndarray, min_len: int, max_len: int):
@@ -369,7 +358,7 @@ def find_scale_bar(image) -> ScaleBar | None:
         g = to_grayscale(g)
     if g.ndim != 2 or min(g.shape) < 16:
         return None  # too small to hold a scale bar (or not an image: as_gray says so)
-    g = _to_uint8(g)
+    g = to_uint8_full_range(g)
     h, w = g.shape
     cands = _bar_candidates(g, True) + _bar_candidates(g, False)
     if not cands:
@@ -423,7 +412,7 @@ def find_data_bar(image) -> tuple[int, int, int, int] | None:
     g = np.asarray(image)
     if g.ndim == 3:
         g = to_grayscale(g)
-    g = _to_uint8(g)
+    g = to_uint8_full_range(g)
     h, w = g.shape
     if h < 40:
         return None
