@@ -59,7 +59,8 @@ PAPER = {"t5 n=5": (36, 74), "t5 n=10": (63, 86), "t5 n=20": (77, 88), "t5 n=30"
 
 def designs(data):
     """(cell name, arm, training ids, evaluation ids, synthetic per real) in run order."""
-    spheres = list(np.array(data.with_shape("sphere").ids)[np.random.default_rng(0).permutation(166)])
+    spheres = list(np.array(data.with_shape("sphere").ids)
+                   [np.random.default_rng(0).permutation(166)])
     eval5, pool5 = spheres[:30], spheres[30:]
     cells = []
     for n in (1, 5):
@@ -97,8 +98,9 @@ def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0, extra
             (tmp / sub).mkdir()
             for i in train_ids:
                 os.symlink(Path(data.root).resolve() / folder / f"{i}.png", tmp / sub / f"{i}.png")
-        cmd = [sys.executable, "-m", "utilegen", "segment", "train", "--images", str(tmp / "images"),
-               "--masks", str(tmp / "masks"), "--out", str(tmp / "model"), "--minutes", str(minutes),
+        cmd = [sys.executable, "-m", "utilegen", "segment", "train",
+               "--images", str(tmp / "images"), "--masks", str(tmp / "masks"),
+               "--out", str(tmp / "model"), "--minutes", str(minutes),
                "--init", init, "--synthetic-per-real", str(n_syn), "--seed", str(seed), *extra]
         t = time.time()
         r = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -121,7 +123,8 @@ def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0, extra
     match = validation_figures(model, matched) if matched else None
     model.predict_scale = "auto"
     auto = validation_figures(model, pairs)
-    return {"cell": name, "arm": arm, "n_real": len(train_ids), "n_synthetic": round(n_syn * a["train_pairs"]),
+    return {"cell": name, "arm": arm, "n_real": len(train_ids),
+            "n_synthetic": round(n_syn * a["train_pairs"]),
             "train_ids": list(train_ids), "n_eval": len(eval_ids), "minutes_budget": minutes,
             "command_minutes": round(wall, 2), "steps": a["steps"], "scale": a["scale"]["chosen"],
             "split": a["split"]["kind"], "thresholds": a["thresholds"],
@@ -150,7 +153,9 @@ def markdown(results) -> str:
                      f"{'n/a' if err is None else f'{err:+.1%}'} | {_auto(r)} | {_matched(r)} | "
                      f"{r['steps']} | "
                      f"{r['command_minutes']:.1f} | "
-                     f"{f'{paper[0]} → {paper[1]}' if paper else ('73-92 (mixed)' if r['cell'].startswith('t4') else '')} |")
+                     + (f"{paper[0]} → {paper[1]}" if paper
+                        else ("73-92 (mixed)" if r["cell"].startswith("t4") else ""))
+                     + " |")
     return "\n".join(lines)
 
 
@@ -175,12 +180,14 @@ def main():
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "adapt_results.json")
     ap.add_argument("--only", nargs="+",
-                    help="run only these cells (a cell name such as 't5 n=1', or a design: t5, t4, t3)")
+                    help="run only these cells (a cell name such as 't5 n=1', "
+                         "or a design: t5, t4, t3)")
     ap.add_argument("--arms", nargs="+", choices=list(ARMS), help="run only these arms")
     ap.add_argument("--emps-root", type=Path, default=EMPS_ROOT)
     ap.add_argument("--device", help="passed to the train command (a labelled, lighter variant)")
     ap.add_argument("--workers", type=int, default=0, help="passed to the train command")
-    ap.add_argument("--table", type=Path, help="print the results in this file as Markdown and exit")
+    ap.add_argument("--table", type=Path,
+                    help="print the results in this file as Markdown and exit")
     args = ap.parse_args()
     if args.table:
         print(markdown(json.loads(args.table.read_text())))
@@ -205,7 +212,8 @@ def main():
         tmp = args.out.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1))
         tmp.replace(args.out)
-        print(json.dumps({k: v for k, v in r.items() if k not in ("train_ids", "heldout")}), flush=True)
+        print(json.dumps({k: v for k, v in r.items() if k not in ("train_ids", "heldout")}),
+              flush=True)
 
 
 if __name__ == "__main__":

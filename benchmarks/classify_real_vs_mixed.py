@@ -71,7 +71,8 @@ def main():
                         help="folder for results.json and confusion-matrix PNGs")
     parser.add_argument("--rules-only", action="store_true",
                         help="only the morphometry-rules reference (no training)")
-    parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    parser.add_argument("--record", action="store_true",
+                        help="append the table to benchmarks/RESULTS.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -89,7 +90,8 @@ def main():
     rules = rules_reference(data, [i for c in CLASSES for i in parts[c][1]])
     print(f"morphometry rules on annotated masks, test images: acc {rules['test'].accuracy:.3f} "
           f"bal {rules['test'].balanced_accuracy:.3f} cm {rules['test'].confusion.tolist()}; all "
-          f"{rules['all'].n}: acc {rules['all'].accuracy:.3f} bal {rules['all'].balanced_accuracy:.3f} "
+          f"{rules['all'].n}: acc {rules['all'].accuracy:.3f} "
+          f"bal {rules['all'].balanced_accuracy:.3f} "
           f"cm {rules['all'].confusion.tolist()} ({rules['seconds']:.0f} s)", flush=True)
     if args.rules_only:
         return
@@ -118,16 +120,20 @@ def main():
                         learning_rate=args.lr, seed=0, progress=False)
                 seconds = time.perf_counter() - t
                 ev = clf.evaluate(test)
-                row = {"backbone": backbone, "augment": augment, "data": kind, "train_images": len(train),
+                row = {"backbone": backbone, "augment": augment, "data": kind,
+                       "train_images": len(train),
                        "steps": args.steps, "train_seconds": round(seconds, 1), **ev.to_dict()}
                 results.append(row)
                 fig = ev.plot(title=f"{backbone} {augment} {kind}: acc {ev.accuracy:.2f}")
-                fig.savefig(args.out / f"confusion_{backbone}_{augment.replace('+', '_')}_{kind}.png", dpi=100)
+                fig.savefig(args.out
+                            / f"confusion_{backbone}_{augment.replace('+', '_')}_{kind}.png",
+                            dpi=100)
                 import matplotlib.pyplot as plt
 
                 plt.close(fig)
                 print(f"{backbone:14s} {augment:18s} {kind:5s} acc {ev.accuracy:.3f} "
-                      f"bal {ev.balanced_accuracy:.3f} cm {ev.confusion.tolist()} {seconds:.0f} s", flush=True)
+                      f"bal {ev.balanced_accuracy:.3f} cm {ev.confusion.tolist()} {seconds:.0f} s",
+                      flush=True)
                 (args.out / "results.json").write_text(json.dumps(results, indent=1))
 
     table = markdown(results, args, synth_seconds, len(synthetic))
@@ -151,7 +157,8 @@ def rules_reference(data, test_ids) -> dict:
     pred = {i: (p if p in CLASSES else "sphere") for i, p in pred.items()}  # no particle: majority
     out = {"seconds": time.perf_counter() - t}
     for name, chosen in (("test", test_ids), ("all", ids)):
-        out[name] = Evaluation.from_labels([data.shapes[i] for i in chosen], [pred[i] for i in chosen],
+        out[name] = Evaluation.from_labels([data.shapes[i] for i in chosen],
+                                           [pred[i] for i in chosen],
                                            CLASSES, names=chosen)
     return out
 

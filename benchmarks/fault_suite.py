@@ -109,8 +109,10 @@ def case_analyze_batch(tmp: Path):
     r = run([PY, "-m", "utilegen", "analyze", str(tmp / "in"), "--out", str(tmp / "report"),
              "--no-progress"])
     rows = []
-    summary = pd.read_csv(tmp / "report" / "summary.csv") if (tmp / "report" / "summary.csv").exists() else None
-    errors = (tmp / "report" / "errors.csv").read_text() if (tmp / "report" / "errors.csv").exists() else ""
+    summary = (pd.read_csv(tmp / "report" / "summary.csv")
+               if (tmp / "report" / "summary.csv").exists() else None)
+    errors = ((tmp / "report" / "errors.csv").read_text()
+              if (tmp / "report" / "errors.csv").exists() else "")
     done = set(summary["image_id"].astype(str)) if summary is not None else set()
     for name in files:
         stem = Path(name).stem
@@ -141,13 +143,16 @@ def case_predict(tmp: Path):
 def case_cli_misuse(tmp: Path):
     (tmp / "file").write_text("x")
     cases = [
-        ("generate --out <file>", ["generate", "--sample", "--out", str(tmp / "file"), "--n", "2"], "is a file"),
-        ("generate --n 0", ["generate", "--sample", "--out", str(tmp / "o"), "--n", "0"], "--n must"),
+        ("generate --out <file>", ["generate", "--sample", "--out", str(tmp / "file"), "--n", "2"],
+         "is a file"),
+        ("generate --n 0", ["generate", "--sample", "--out", str(tmp / "o"), "--n", "0"],
+         "--n must"),
         ("generate --rotation -30-30", ["generate", "--sample", "--out", str(tmp / "r"), "--n", "1",
                                         "--size", "512", "--rotation", "-30-30"], None),
         ("analyze --pixel-size 1e-300", ["analyze", str(tmp), "--pixel-size", "1e-300", "--out",
                                          str(tmp / "rep")], "pixel-size"),
-        ("segment train on no pairs", ["segment", "train", "--images", str(tmp), "--masks", str(tmp),
+        ("segment train on no pairs", ["segment", "train", "--images", str(tmp),
+                                       "--masks", str(tmp),
                                        "--out", str(tmp / "m"), "--minutes", "0.1"], "error"),
     ]
     rows = []
@@ -170,7 +175,8 @@ from utilegen.app import create_app
 folder = sys.argv[1]
 import pathlib
 files = {p.name: p.read_bytes() for p in pathlib.Path(folder).iterdir()}
-good = cv2.imencode(".png", np.where(np.hypot(*np.mgrid[-50:50, -50:50]) < 20, 40, 200).astype(np.uint8))[1].tobytes()
+good = cv2.imencode(".png", np.where(np.hypot(*np.mgrid[-50:50, -50:50]) < 20, 40, 200)
+                   .astype(np.uint8))[1].tobytes()
 app = create_app(max_files=4, max_bytes=2_000_000, max_queued=8, max_per_client=2)
 out = []
 def wait(c, url):
@@ -190,15 +196,19 @@ with TestClient(app, base_url="http://localhost") as c:
         ok = s["status"] == "done" and any(i["name"] == "good" for i in s["result"]["images"])
         out.append(["web upload", name, ok, 0 if ok else 1])
     r = c.post("/api/jobs", files=[("files", ("a.png", b"\0" * 3_000_000))], data={})
-    out.append(["web abuse", "oversize file", r.status_code in (400, 413) and bool(r.json().get("detail")), 0])
+    out.append(["web abuse", "oversize file",
+                r.status_code in (400, 413) and bool(r.json().get("detail")), 0])
     def body():
         yield b'--B\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n'
         for _ in range(200): yield b"\0" * 65536
         yield b"\r\n--B--\r\n"
-    r = c.post("/api/jobs", content=body(), headers={"content-type": "multipart/form-data; boundary=B"})
-    out.append(["web abuse", "chunked oversize upload", r.status_code == 413 and "too large" in r.json()["detail"], 0])
+    r = c.post("/api/jobs", content=body(),
+               headers={"content-type": "multipart/form-data; boundary=B"})
+    out.append(["web abuse", "chunked oversize upload",
+                r.status_code == 413 and "too large" in r.json()["detail"], 0])
     evil = TestClient(app, base_url="http://rebind.example")  # no `with`: one lifespan only
-    out.append(["web abuse", "foreign Host header (DNS rebinding)", evil.get("/api/config").status_code == 400, 0])
+    out.append(["web abuse", "foreign Host header (DNS rebinding)",
+                evil.get("/api/config").status_code == 400, 0])
     # 12 users at once, 2 uploads each, bounded: every answer is 202, 429 or 503, and every
     # accepted job finishes
     answers, urls = [], []
@@ -217,7 +227,8 @@ with TestClient(app, base_url="http://localhost") as c:
     ok = (len(answers) == 24 and set(answers) <= {202, 429, 503} and answers.count(202) <= 8
           and all(s == "done" for s in finished))
     out.append(["web concurrency", f"12 users x 2 uploads ({answers.count(202)} accepted, "
-                f"{answers.count(503)} busy, {answers.count(429)} per-client)", ok, finished.count("failed")])
+                f"{answers.count(503)} busy, {answers.count(429)} per-client)", ok,
+                finished.count("failed")])
     out.append(["web", "server alive after all cases", c.get("/api/config").status_code == 200, 0])
 print(json.dumps(out))
 """

@@ -41,14 +41,18 @@ def peak_rss_mb() -> tuple[float, float]:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--emps", default=str(ROOT.parent / "shared" / "data" / "emps"))
     ap.add_argument("--shape", default="sphere", help="EMPS shape class used as the input pairs")
     ap.add_argument("--inputs", type=int, default=30, help="input pairs used for the setup timing")
-    ap.add_argument("--telea", type=int, default=5, help="images for the Telea radius-70 comparison")
-    ap.add_argument("--items", type=int, default=200, help="synthetic items for the per-item timing")
+    ap.add_argument("--telea", type=int, default=5,
+                    help="images for the Telea radius-70 comparison")
+    ap.add_argument("--items", type=int, default=200,
+                    help="synthetic items for the per-item timing")
     ap.add_argument("--export", type=int, default=200, help="items per export run")
-    ap.add_argument("--record", action="store_true", help="append the figures to benchmarks/RESULTS.md")
+    ap.add_argument("--record", action="store_true",
+                    help="append the figures to benchmarks/RESULTS.md")
     args = ap.parse_args()
     cv2.setNumThreads(1)
 
@@ -102,7 +106,8 @@ def main():
     no_overlap_s = statistics.median(paper_times)
 
     export = {}
-    export_ds = SyntheticDataset(particles, backgrounds, compositor=ds.compositor, augmenter=ds.augmenter,
+    export_ds = SyntheticDataset(particles, backgrounds, compositor=ds.compositor,
+                                 augmenter=ds.augmenter,
                                  length=args.export, seed=1)
     for workers in (1, 2):
         out = Path(tempfile.mkdtemp(prefix="utilegen-bench-"))
@@ -119,26 +124,35 @@ def main():
         (f"- inputs: {len(pairs)} EMPS '{args.shape}' pairs (mean {mean_px / 1e6:.2f} Mpx), "
          f"pool {len(particles)} particles, {len(backgrounds)} backgrounds"),
         (f"- setup per input image: particles {particle_s * 1e3:.1f} ms + inpainted background "
-         f"{inpaint_s * 1e3:.1f} ms = **{(particle_s + inpaint_s) * 1e3:.1f} ms** (reading the PNGs: "
+         f"{inpaint_s * 1e3:.1f} ms = **{(particle_s + inpaint_s) * 1e3:.1f} ms** "
+         "(reading the PNGs: "
          f"{read_s * 1e3:.1f} ms); OpenCV Telea radius 70 on the same images: "
          f"{statistics.mean(telea):.2f} s per image"),
-        (f"- per 1024x1024 pair, 10-30 particles, overlap, salt-and-pepper <= 0.1 + blur <= 0.3, one "
-         f"process: **median {statistics.median(times) * 1e3:.1f} ms**, mean {statistics.mean(times) * 1e3:.1f} ms, "
+        (f"- per 1024x1024 pair, 10-30 particles, overlap, salt-and-pepper <= 0.1 + blur <= 0.3, "
+         f"one process: **median {statistics.median(times) * 1e3:.1f} ms**, "
+         f"mean {statistics.mean(times) * 1e3:.1f} ms, "
          f"p95 {np.percentile(times, 95) * 1e3:.1f} ms wall; CPU time of the process: median "
-         f"{statistics.median(cpu_times) * 1e3:.1f} ms (what the item costs when the core is not shared); "
+         f"{statistics.median(cpu_times) * 1e3:.1f} ms "
+         "(what the item costs when the core is not shared); "
          f"{args.items} items "
-         f"(mean {np.mean(counts):.1f} visible particles); the paper's settings (no overlap, scale 0.3-2.0, same augmentation): median {no_overlap_s * 1e3:.1f} ms, mean {np.mean(paper_times) * 1e3:.1f} ms, p95 {np.percentile(paper_times, 95) * 1e3:.1f} ms"),
+         f"(mean {np.mean(counts):.1f} visible particles); the paper's settings "
+         f"(no overlap, scale 0.3-2.0, same augmentation): median {no_overlap_s * 1e3:.1f} ms, "
+         f"mean {np.mean(paper_times) * 1e3:.1f} ms, "
+         f"p95 {np.percentile(paper_times, 95) * 1e3:.1f} ms"),
         (f"- export ({args.export} items, TIFF image + zlib label TIFF + JSON record): 1 worker "
-         f"{export[1]:.1f} items/s, 2 workers {export[2]:.1f} items/s (x{export[2] / export[1]:.2f})"),
+         f"{export[1]:.1f} items/s, 2 workers {export[2]:.1f} items/s "
+         f"(x{export[2] / export[1]:.2f})"),
         f"- peak RSS: main process {own_mb:.0f} MB, largest worker {child_mb:.0f} MB",
-        f"- machine: {platform.machine()}, {os.cpu_count()} cores, load average {load:.1f} at the end"
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"load average {load:.1f} at the end"
         + (" (other jobs were sharing the cores: figures are conservative)" if load > 1.5 else ""),
     ]
     print("\n".join(lines))
     if args.record:
         with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
             f.write(f"\n## Synthetic generator ({time.strftime('%Y-%m-%d')})\n\n"
-                    f"`.venv/bin/python benchmarks/generate.py {' '.join(sys.argv[1:])}`\n\n" + "\n".join(lines) + "\n")
+                    f"`.venv/bin/python benchmarks/generate.py {' '.join(sys.argv[1:])}`\n\n"
+                    + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

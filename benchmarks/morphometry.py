@@ -37,7 +37,8 @@ def synthetic(size=4096, count=10_000, seed=0):
             a = rng.uniform(6, step / 2 - 2)
             b = rng.uniform(0.5, 1.0) * a
             t = rng.uniform(0, np.pi)
-            cy, cx = i * step + step / 2 + rng.uniform(-1, 1), j * step + step / 2 + rng.uniform(-1, 1)
+            cy, cx = (i * step + step / 2 + rng.uniform(-1, 1),
+                      j * step + step / 2 + rng.uniform(-1, 1))
             r0, r1 = int(cy - a - 1), int(cy + a + 2)
             c0, c1 = int(cx - a - 1), int(cx + a + 2)
             yy, xx = np.mgrid[r0:r1, c0:c1].astype(float)
@@ -88,7 +89,8 @@ def check_same(ours, theirs):
             continue
         pairs = {
             "area": (t.area, rp.area),
-            "centroid": (np.r_[t.centroid_y, t.centroid_x], np.r_[rp["centroid-0"], rp["centroid-1"]]),
+            "centroid": (np.r_[t.centroid_y, t.centroid_x],
+                         np.r_[rp["centroid-0"], rp["centroid-1"]]),
             "bbox": (np.r_[t.bbox_height, t.bbox_width],
                      np.r_[rp["bbox-2"] - rp["bbox-0"], rp["bbox-3"] - rp["bbox-1"]]),
             "extent": (t.extent, rp.extent),
@@ -123,7 +125,8 @@ def main(argv=None):
     import skimage
 
     print(f"machine: {platform.processor() or platform.machine()}, python "
-          f"{platform.python_version()}, numpy {np.__version__}, scikit-image {skimage.__version__}")
+          f"{platform.python_version()}, numpy {np.__version__}, "
+          f"scikit-image {skimage.__version__}")
     print(f"regionprops_table properties: {', '.join(REGIONPROPS)}")
     cases = []
     if args.no_emps:

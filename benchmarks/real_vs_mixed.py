@@ -19,7 +19,8 @@ the same seed. Thresholds are tuned on the cell's own real training images (neve
 validation). A classical baseline, Otsu threshold + distance-transform watershed, runs on
 the same validation images.
 
-    .venv/bin/python benchmarks/real_vs_mixed.py --design table5 table3 table4 --steps 1500 --out /tmp/rvm.json
+    .venv/bin/python benchmarks/real_vs_mixed.py --design table5 table3 table4 --steps 1500 \\
+        --out /tmp/rvm.json
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def scores(pred_or_model, val):
     df = evaluate(pred_or_model, val, iou=(0.5, 0.7))
     o = df[df.image == "all"].set_index("iou")
     return {"f1_50": float(o.loc[0.5, "f1"]), "f1_70": float(o.loc[0.7, "f1"]),
-            "precision_50": float(o.loc[0.5, "precision"]), "recall_50": float(o.loc[0.5, "recall"])}
+            "precision_50": float(o.loc[0.5, "precision"]),
+            "recall_50": float(o.loc[0.5, "recall"])}
 
 
 def cell(name, real, n_syn_per_real, val, steps, seed=0, syn_only=None, base_filters=16):
@@ -145,7 +147,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--table", type=Path, nargs="+",
                     help="print the results in these --out files as Markdown and exit")
-    ap.add_argument("--design", choices=["table5", "table3", "table4"], nargs="+", default=["table5"])
+    ap.add_argument("--design", choices=["table5", "table3", "table4"], nargs="+",
+                    default=["table5"])
     ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--n-real", type=int, nargs="+", default=[5, 10, 20, 30])
     ap.add_argument("--threads", type=int, default=1)
@@ -164,7 +167,8 @@ def main():
         results.append(r)
         args.out.write_text(json.dumps(results, indent=1))
 
-    spheres = list(np.array(data.with_shape("sphere").ids)[np.random.default_rng(0).permutation(166)])
+    spheres = list(np.array(data.with_shape("sphere").ids)
+                   [np.random.default_rng(0).permutation(166)])
     val5, pool5 = data.subset(spheres[:30]), spheres[30:]
     if "table5" in args.design:
         if "t5 baseline" not in done:

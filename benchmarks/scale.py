@@ -25,7 +25,8 @@ from utilegen.synth import Compositor, SyntheticDataset
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--emps", default=str(ROOT.parent / "shared" / "data" / "emps"))
     ap.add_argument("--items", type=int, default=200)
     ap.add_argument("--layout", default="tiff", choices=("tiff", "zarr"))
@@ -55,7 +56,8 @@ def main():
     run("one process, no Dask")
     if args.scheduler:
         with Client(args.scheduler) as client:
-            run(f"cluster {args.scheduler} ({len(client.scheduler_info()['workers'])} workers)", client=client)
+            run(f"cluster {args.scheduler} ({len(client.scheduler_info()['workers'])} workers)",
+                client=client)
     else:
         for n in (1, 2):
             with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,

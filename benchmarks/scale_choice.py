@@ -10,8 +10,8 @@ Modes, timed side by side in the same run on the same images (wall clock of
 - ``sweep``: the previous default, three passes (0.25, 0.5, 1.0), the surest kept;
 - ``0.5``: one pass at the trained scale.
 Speed is total time over total pixels, in s per 1024² (1,048,576 px); modes are
-interleaved per image and each image is timed `--repeat` times per mode (fastest kept). F1@0.5 overall and
-per image class (shapes.csv) from counts summed over images (stardist.matching).
+interleaved per image and each image is timed `--repeat` times per mode (fastest kept). F1@0.5
+overall and per image class (shapes.csv) from counts summed over images (stardist.matching).
 """
 
 from __future__ import annotations

@@ -65,7 +65,8 @@ def main():
             print(f"calibrated {r['id']} (has_bar={r['has_bar']}, readable={r['readable']}): "
                   f"{cal.label!r} -> {got:.4g} nm/px, truth {r['nm_per_px'] or '-'}")
     n = len(rows)
-    print(f"{n} images, {readable} with a readable bar, {sum(r['has_bar'] == 'no' for r in rows)} without a bar")
+    print(f"{n} images, {readable} with a readable bar, "
+          f"{sum(r['has_bar'] == 'no' for r in rows)} without a bar")
     print(f"within 2 %: {within}/{readable} = {within / readable:.1%}")
     print(f"wrong (> 2 % off): {wrong}/{readable} readable-bar images; "
           f"{wrong + false_cal}/{max(1, calibrated)} of all calibrations")

@@ -8,8 +8,8 @@ the model is the shipped default (`StarDist.pretrained("emps")`, StarDist2D's
 architecture: 32 rays, grid 2, U-Net depth 3 / 32 filters, bf16 convolutions, images
 resized by 0.5 before the network; by default ``scale="auto"``: three passes at 0.25,
 0.5 and 1.0, also timed as one pass at 0.5); the same weights are also timed in float32 and at
-full resolution (scale 1, StarDist2D's amount of work for a 1024² image). Timings: wall clock per call
-of `model.predict(image)`, which includes percentile normalization, the network, candidate
+full resolution (scale 1, StarDist2D's amount of work for a 1024² image). Timings: wall clock
+per call of `model.predict(image)`, which includes percentile normalization, the network, candidate
 selection, NMS (`stardist.nms`) and rendering the label image.
 """
 
@@ -65,7 +65,8 @@ def main():
           f"({len(cands[1])} candidates); NMS + labels: median {np.median(ti):.3f} s")
     # the same weights with other settings: float32, and the network at full resolution
     # (scale 1: a 1024² network input, the work StarDist2D does on a 1024² image)
-    for changes in ({"mixed_precision": False}, {"scale": 1.0}, {"scale": 1.0, "mixed_precision": False}):
+    for changes in ({"mixed_precision": False}, {"scale": 1.0},
+                    {"scale": 1.0, "mixed_precision": False}):
         other = StarDist(model.config.replace(**changes), seed=None)
         other.network.load_state_dict(model.network.state_dict())
         other.thresholds = model.thresholds

@@ -80,7 +80,8 @@ def main():
             truths, preds, thresh=[0.3, 0.5, 0.7], show_progress=False)]))
 
     def surest(results):  # the rule of `predict(scale="auto")`, on rendered results
-        return max(results, key=lambda r: float(np.mean(r[1]["prob"])) if len(r[1]["prob"]) else -1.0)
+        return max(results,
+                   key=lambda r: float(np.mean(r[1]["prob"])) if len(r[1]["prob"]) else -1.0)
 
     def before(nms):  # NMS and drawing at every scale, for every probability tried
         return lambda t: f1([surest([instances(*c, y.shape, prob_thresh=t, nms_thresh=nms, scale=s)

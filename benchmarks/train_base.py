@@ -62,7 +62,8 @@ def main():
     overall = df[df.image == "all"].set_index("iou")
     model.info.update({
         "kind": "stardist", "purpose": "benchmark base: EMPS 'other' images only",
-        "train_ids": sorted(ids[perm[n_val:]].tolist()), "val_ids": sorted(ids[perm[:n_val]].tolist()),
+        "train_ids": sorted(ids[perm[n_val:]].tolist()),
+        "val_ids": sorted(ids[perm[:n_val]].tolist()),
         "steps": steps, "batch_size": args.batch_size, "train_minutes": round(train_minutes, 2),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "val_f1_50": float(overall.loc[0.5, "f1"]), "val_f1_70": float(overall.loc[0.7, "f1"])})

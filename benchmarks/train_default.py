@@ -63,7 +63,8 @@ def main():
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--checkpoints", type=Path, default=Path("/tmp/utilegen_default_ckpt_s05"))
     ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--zoom", type=float, default=1.0, help="StarDistConfig.zoom (patch zoom range)")
+    ap.add_argument("--zoom", type=float, default=1.0,
+                    help="StarDistConfig.zoom (patch zoom range)")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--init", type=Path, default=None,
                     help="start from the weights of this saved model (fine-tuning)")
@@ -96,7 +97,8 @@ def main():
     t0 = time.time()
     meta = {"data": "EMPS train split (366 images, all shapes): 329 train / 37 val, seed 0",
             "train_ids": train_ids, "val_ids": val_ids, "synthetic_images": n_syn,
-            "synthetic": "utilegen.synth, same-source particles, 512x512, scale 0.75-1.33, 5-40 particles",
+            "synthetic": "utilegen.synth, same-source particles, 512x512, scale 0.75-1.33, "
+                         "5-40 particles",
             "init": str(args.init) if args.init else None}
 
     def save_best(record, m, best_state):
@@ -118,7 +120,8 @@ def main():
     resume = args.checkpoints / "last.pt" if args.resume else None
     prior_min = 0.0
     if resume is not None:  # minutes spent before the interruption
-        prior_min = torch.load(resume, map_location="cpu", weights_only=False)["history"][-1]["seconds"] / 60
+        prior_min = torch.load(resume, map_location="cpu",
+                               weights_only=False)["history"][-1]["seconds"] / 60
     model.fit(train_set, val, epochs=10_000, steps_per_epoch=args.steps_per_epoch,
               time_limit=args.minutes * 60, seed=0, checkpoint_dir=args.checkpoints,
               resume=resume, callback=save_best, progress=True)

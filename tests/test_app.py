@@ -295,7 +295,8 @@ def test_flat_image_with_one_small_feature_is_analyzed_by_the_default_model(tmp_
     except FileNotFoundError:
         pytest.skip("the shipped model is not installed")
     with TestClient(app, base_url="http://localhost") as client:
-        r = upload(client, [("flat.png", data, "image/png"), ("disks.png", png_bytes(), "image/png")])
+        r = upload(client, [("flat.png", data, "image/png"),
+                            ("disks.png", png_bytes(), "image/png")])
         state = wait(client, r.json()["url"], timeout=300)
         assert state["status"] == "done", state
         assert len(state["result"]["images"]) == 2

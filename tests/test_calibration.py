@@ -59,7 +59,8 @@ FONTS = [None] + [f for f in ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
 
 
 @needs_ocr
-@pytest.mark.parametrize("font", FONTS, ids=lambda f: "pillow-default" if f is None else f.split("/")[-1])
+@pytest.mark.parametrize("font", FONTS,
+                         ids=lambda f: "pillow-default" if f is None else f.split("/")[-1])
 @pytest.mark.parametrize("label, value_nm, bar, light, corner, ticks, boxed", [
     ("100 nm", 100, 150, True, "br", False, False),
     ("200 nm", 200, 210, False, "bl", False, False),
@@ -175,7 +176,8 @@ def test_analyze_reports_a_zeiss_tiff_in_nanometres(tmp_path):
     report = analyze(tmp_path / "sem.tif")
     assert report.calibration["sem"] == (2.5, "nm")
     assert report.calibration_info["sem"]["source"] == "metadata:Zeiss SEM"
-    assert report.summary.set_index("image_id").loc["sem", "calibration_source"] == "metadata:Zeiss SEM"
+    assert (report.summary.set_index("image_id").loc["sem", "calibration_source"]
+            == "metadata:Zeiss SEM")
     assert report.particles.attrs["unit"] == "nm"
 
 

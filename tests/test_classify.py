@@ -72,7 +72,8 @@ def trained(blobs):
 
 # ------------------------------------------------------------------------- import / config
 def test_import_is_light():
-    code = "import sys, utilegen, utilegen.classify; print('torch' in sys.modules, 'timm' in sys.modules)"
+    code = ("import sys, utilegen, utilegen.classify; "
+            "print('torch' in sys.modules, 'timm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
@@ -228,7 +229,8 @@ def test_predict_accepts_any_image(trained, tmp_path):
     path = tmp_path / "x.tif"
     write_image(path, _blobs("bar", rng, (70, 50)))
     images = [_blobs("disc", rng), (_blobs("bar", rng).astype(np.uint16) * 200),
-              _blobs("disc", rng).astype(np.float32) / 3, np.repeat(_blobs("bar", rng)[..., None], 3, -1), path]
+              _blobs("disc", rng).astype(np.float32) / 3,
+              np.repeat(_blobs("bar", rng)[..., None], 3, -1), path]
     pred = clf.predict(images)
     assert len(pred) == 5 and set(pred.labels) <= {"disc", "bar"}
     np.testing.assert_allclose(pred.probabilities.sum(axis=1), 1, rtol=1e-5)
@@ -305,7 +307,8 @@ def _shapes_mask() -> InstanceMask:
 def test_particle_shapes_from_morphometry():
     table = particle_shapes(_shapes_mask())
     assert list(table["shape"]) == ["sphere", "cube", "cube", "rod", "other", "other"]
-    assert shape_fractions(table) == pytest.approx({"sphere": 1 / 6, "cube": 2 / 6, "rod": 1 / 6, "other": 2 / 6})
+    assert shape_fractions(table) == pytest.approx({"sphere": 1 / 6, "cube": 2 / 6,
+                                                    "rod": 1 / 6, "other": 2 / 6})
     by_area = shape_fractions(table, weight="area")
     assert by_area["rod"] == pytest.approx(2000 / table["area"].sum())
     assert dominant_shape(table) == "cube"  # two cubes cover the largest area

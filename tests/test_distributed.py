@@ -27,14 +27,16 @@ def cluster():
     # Workers unpickle this module's classes by value (tests/ is not an installed package).
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
         yield cluster, client
 
 
 def _dataset(length=12, cls=SyntheticDataset, **kw):
     pair = sample_pair((128, 128), particles=12, radius=(6, 12), rng=2)
     return cls(ParticlePool.from_pairs([pair]), BackgroundPool.from_pairs([pair]),
-               compositor=Compositor(image_size=96, particles_per_image=(3, 8)), length=length, seed=7, **kw)
+               compositor=Compositor(image_size=96, particles_per_image=(3, 8)), length=length,
+               seed=7, **kw)
 
 
 def _digest(folder: Path) -> dict:
@@ -109,7 +111,8 @@ def test_dask_analyze_equals_local(tmp_path, cluster):
     local = analyze(inputs, segmenter=ThresholdSegmenter(), pixel_size=2.0)
     remote = analyze(inputs, segmenter=ThresholdSegmenter(), pixel_size=2.0, client=client)
     assert remote.ids == local.ids == ["img0", "img1", "img2"]
-    assert len(remote.errors) == 1 and "broken.tif" in remote.errors[0][0]  # reported, the rest finished
+    # reported, the rest finished
+    assert len(remote.errors) == 1 and "broken.tif" in remote.errors[0][0]
     pd.testing.assert_frame_equal(remote.particles, local.particles)
     pd.testing.assert_frame_equal(remote.summary, local.summary)
     for i in local.ids:
@@ -137,4 +140,5 @@ def test_ddp_training_ranks_end_identical(tmp_path):
     trained = torch.load(tmp_path / "stardist_rank0.pt")
     assert any(not torch.equal(initial[k], trained[k]) for k in initial)  # it did train
     assert (tmp_path / "ckpt" / "last.pt").exists()  # written by rank 0
-    assert (tmp_path / "history_rank0.txt").read_text() == (tmp_path / "history_rank1.txt").read_text()
+    assert ((tmp_path / "history_rank0.txt").read_text()
+            == (tmp_path / "history_rank1.txt").read_text())

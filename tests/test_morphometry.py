@@ -327,7 +327,8 @@ def test_bad_inputs_raise_clear_errors():
         measure(good.astype(float))
     with pytest.raises(ValueError, match="boolean"):
         measure(good > 0)
-    with pytest.raises(ValueError, match=r"image shape \(10, 12\) does not match mask shape \(10, 10\)"):
+    with pytest.raises(ValueError,
+                       match=r"image shape \(10, 12\) does not match mask shape \(10, 10\)"):
         measure(good, np.zeros((10, 12)))
     with pytest.raises(ValueError, match="2-D"):
         measure(np.zeros((2, 10, 10), np.uint16))

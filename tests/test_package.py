@@ -14,13 +14,13 @@ def test_import_is_light():
 
 
 def test_cli_help_lists_commands():
-    out = subprocess.run([sys.executable, "-m", "utilegen", "--help"], capture_output=True, text=True,
-                         check=True)
-    assert "generate" in out.stdout and "examples:" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "utilegen", "generate", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "utilegen", "--help"], capture_output=True,
                          text=True, check=True)
-    for flag in ("--particles", "--no-overlap", "--scale", "--salt-pepper", "--blur", "--background",
-                 "--size", "--seed", "--workers", "--n"):
+    assert "generate" in out.stdout and "examples:" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "utilegen", "generate", "--help"],
+                         capture_output=True, text=True, check=True)
+    for flag in ("--particles", "--no-overlap", "--scale", "--salt-pepper", "--blur",
+                 "--background", "--size", "--seed", "--workers", "--n"):
         assert flag in out.stdout
 
 

@@ -127,7 +127,8 @@ def test_flat_image_in_a_fresh_process_does_not_abort():
             "img = np.full((256, 256), 100, np.uint8); img[120:126, 120:126] = 200\n"
             "m = StarDist.pretrained('emps')\n"
             "print(m.predict(img, scale=1.0).count, m.predict(img, scale='auto').count)\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       check=False)
     assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -192,7 +193,8 @@ def test_cli_analyze_writes_a_report_despite_degenerate_images(tmp_path):
     tifffile.imwrite(folder / "allnan.tif", np.full((64, 64), np.nan, np.float32))
     tifffile.imwrite(folder / "tiny.tif", np.zeros((1, 1), np.uint8))
     out = tmp_path / "report"
-    r = subprocess.run([sys.executable, "-m", "utilegen", "analyze", str(folder), "--out", str(out)],
+    r = subprocess.run([sys.executable, "-m", "utilegen", "analyze", str(folder),
+                        "--out", str(out)],
                        capture_output=True, text=True, timeout=600, check=False)
     assert r.returncode == 3, r.stderr[-2000:]  # 3: some images were skipped (documented)
     assert "tiny.tif: image is too small" in r.stderr
@@ -352,7 +354,8 @@ from utilegen.datasets import sample_pair
 from utilegen.synth import BackgroundPool, Compositor, ParticlePool, SyntheticDataset
 pairs = [sample_pair((256, 256), particles=12, rng=0)]
 ds = SyntheticDataset(ParticlePool.from_pairs(pairs), BackgroundPool.from_pairs(pairs),
-                      compositor=Compositor(image_size=256, scale=(0.8, 1.2)), length=int(sys.argv[2]),
+                      compositor=Compositor(image_size=256, scale=(0.8, 1.2)),
+                      length=int(sys.argv[2]),
                       seed=0)
 ds.export(sys.argv[1], workers=2, progress=False)
 """
@@ -366,7 +369,8 @@ def test_killed_export_workers_stop_and_a_resume_completes_it(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", _EXPORT, str(out), "800"])
     records = out / "records"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not records.is_dir() or len(list(records.iterdir())) < 20):
+    while time.monotonic() < deadline and (not records.is_dir()
+                                           or len(list(records.iterdir())) < 20):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -29,7 +29,8 @@ def pair():
 
 @pytest.fixture(scope="module")
 def pools(pair):
-    return ParticlePool.from_pairs([pair]), BackgroundPool.from_pairs([pair], method=("inpaint", "mean"))
+    return (ParticlePool.from_pairs([pair]),
+            BackgroundPool.from_pairs([pair], method=("inpaint", "mean")))
 
 
 def footprints(pool, record, shape):
@@ -39,7 +40,8 @@ def footprints(pool, record, shape):
         if p["position"] is None:
             out.append(None)
             continue
-        _, alpha = transform_particle(pool[p["particle"]], p["scale"], p["angle"], p["flip_h"], p["flip_v"])
+        _, alpha = transform_particle(pool[p["particle"]], p["scale"], p["angle"], p["flip_h"],
+                                      p["flip_v"])
         canvas = np.zeros(shape, bool)
         r0, c0 = p["position"]
         canvas[r0:r0 + alpha.shape[0], c0:c0 + alpha.shape[1]] = alpha
@@ -131,7 +133,8 @@ def test_backgrounds_are_cropped_at_their_own_scale():
     # value is one of the background's values, and a full copy of it appears unscaled.
     small = rng.random((50, 40)).astype(np.float32)
     for seed in range(5):
-        canvas, _, record = Compositor(particles_per_image=(0, 0), image_size=128, flip=False).compose(
+        canvas, _, record = Compositor(particles_per_image=(0, 0), image_size=128,
+                                       flip=False).compose(
             pp, BackgroundPool.from_images([small]), rng=seed)
         assert np.isin(canvas, small).all()
         r0, c0 = record["background"]["offset"]
@@ -167,8 +170,10 @@ def test_masks_are_exact(pools, overlap):
 
 def test_unrotated_particle_is_pasted_pixel_for_pixel(pools):
     particles, backgrounds = pools
-    comp = Compositor(particles_per_image=(1, 1), scale=(1, 1), rotation=(0, 0), flip=False, image_size=128)
-    ds = SyntheticDataset(particles, backgrounds, compositor=comp, augmenter=None, length=3, dtype="float32")
+    comp = Compositor(particles_per_image=(1, 1), scale=(1, 1), rotation=(0, 0), flip=False,
+                      image_size=128)
+    ds = SyntheticDataset(particles, backgrounds, compositor=comp, augmenter=None, length=3,
+                          dtype="float32")
     for i in range(3):
         s = ds.sample(i)
         p = s.params["particles"][0]
@@ -176,7 +181,8 @@ def test_unrotated_particle_is_pasted_pixel_for_pixel(pools):
         r0, c0 = p["position"]
         h, w = source.alpha.shape
         assert np.array_equal(s.mask.labels[r0:r0 + h, c0:c0 + w] == 1, source.alpha)
-        assert np.array_equal(s.image[r0:r0 + h, c0:c0 + w][source.alpha], source.image[source.alpha])
+        assert np.array_equal(s.image[r0:r0 + h, c0:c0 + w][source.alpha],
+                              source.image[source.alpha])
         assert s.mask.count == 1 and s.mask.areas()[0] == source.area
 
 
@@ -186,7 +192,8 @@ def test_no_overlap_means_no_contact(pools):
     for seed in range(3):
         _, labels, record = comp.compose(particles, backgrounds, rng=seed)
         grown_max = ndi.maximum_filter(labels, size=3)
-        grown_min = ndi.minimum_filter(np.where(labels == 0, np.iinfo(labels.dtype).max, labels), size=3)
+        grown_min = ndi.minimum_filter(np.where(labels == 0, np.iinfo(labels.dtype).max, labels),
+                                       size=3)
         fg = labels > 0
         # In every 3x3 neighbourhood of a particle pixel there is no other label.
         assert (grown_max[fg] == labels[fg]).all() and (grown_min[fg] == labels[fg]).all()
@@ -241,7 +248,8 @@ def test_salt_and_pepper_fraction_and_extremes():
         assert ((out == 0.5) | (out == 0) | (out == 1)).all()
         drawn.append(params["salt_pepper"])
     assert 0 <= min(drawn) and max(drawn) <= 0.2 and max(drawn) > 0.15 and min(drawn) < 0.05
-    assert np.array_equal(aug.apply(image, aug.draw(7)), aug.apply(image, aug.draw(7)))  # replayable
+    # replayable
+    assert np.array_equal(aug.apply(image, aug.draw(7)), aug.apply(image, aug.draw(7)))
 
 
 def test_blur_and_noise_ranges():
@@ -255,7 +263,8 @@ def test_blur_and_noise_ranges():
     step = np.zeros((32, 32), np.float32)
     step[:, 16:] = 1
     blurred = Augmenter(salt_pepper_max=0, blur_max=0).apply(step, {**aug.draw(0), "salt_pepper": 0,
-        "brightness": 0, "contrast": 1, "gamma": 1, "gaussian_noise": 0, "poisson_peak": None, "blur_sigma": 1.5})
+        "brightness": 0, "contrast": 1, "gamma": 1, "gaussian_noise": 0, "poisson_peak": None,
+        "blur_sigma": 1.5})
     assert 0 < blurred[0, 15] < 0.5 < blurred[0, 16] < 1
 
 
@@ -319,7 +328,8 @@ def test_real_and_synthetic_concatenate(tmp_path, pools):
     particles, backgrounds = pools
     root = _write_folder(tmp_path / "real", 2)
     real = PairedFolder(root)
-    synth = SyntheticDataset(particles, backgrounds, compositor=Compositor(image_size=64, scale=(0.5, 1.5)),
+    synth = SyntheticDataset(particles, backgrounds,
+                             compositor=Compositor(image_size=64, scale=(0.5, 1.5)),
                              length=3)
     mixed = ConcatDataset([real.to_torch(), synth])
     assert len(mixed) == 5
@@ -349,7 +359,8 @@ def test_export_layout_resume_and_inputs_untouched(tmp_path):
     pairs = PairedFolder(root)
     particles = ParticlePool.from_pairs(pairs).without_border().without_small()
     backgrounds = BackgroundPool.from_pairs(pairs, method=("inpaint", "mean"))
-    ds = SyntheticDataset(particles, backgrounds, compositor=Compositor(image_size=80, particles_per_image=(2, 5)),
+    ds = SyntheticDataset(particles, backgrounds,
+                          compositor=Compositor(image_size=80, particles_per_image=(2, 5)),
                           length=6, seed=3)
     out = tmp_path / "synthetic"
     ds.export(out, coco=True, progress=False)
@@ -383,7 +394,8 @@ def test_export_layout_resume_and_inputs_untouched(tmp_path):
         {k: v for k, v in finished.items() if k != "manifest.json"}
 
     # A folder holding another dataset is refused, not mixed.
-    other = SyntheticDataset(particles, backgrounds, compositor=Compositor(image_size=80), length=6, seed=4)
+    other = SyntheticDataset(particles, backgrounds, compositor=Compositor(image_size=80),
+                             length=6, seed=4)
     with pytest.raises(ValueError, match="different dataset"):
         other.export(out, progress=False)
     (tmp_path / "busy").mkdir()
@@ -422,7 +434,8 @@ def test_bad_inputs(pools):
 
 
 def test_config_round_trip():
-    comp = Compositor(particles_per_image=(3, 9), overlap=False, scale=(0.5, 1.5), image_size=(100, 200))
+    comp = Compositor(particles_per_image=(3, 9), overlap=False, scale=(0.5, 1.5),
+                      image_size=(100, 200))
     assert Compositor.from_dict(json.loads(json.dumps(comp.to_dict()))) == comp
     aug = Augmenter(poisson_peak=(10, 100), gamma=0.2)
     assert Augmenter.from_dict(json.loads(json.dumps(aug.to_dict()))) == aug

@@ -123,7 +123,8 @@ def _analyze(args) -> int:
         try:
             from distributed import Client
         except ImportError:
-            raise ValueError("--scheduler needs Dask: pip install 'utilegen[distributed]'") from None
+            raise ValueError(
+                "--scheduler needs Dask: pip install 'utilegen[distributed]'") from None
         with Client(args.scheduler) as client:
             report = analyze(args.images, client=client, **kwargs)
     else:

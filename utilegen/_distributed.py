@@ -31,7 +31,8 @@ def world() -> tuple[int, int]:
 
 
 def wrap(module, world_size: int):
-    """`module` in DistributedDataParallel when ``world_size > 1`` (parameters broadcast from rank 0)."""
+    """`module` in DistributedDataParallel when ``world_size > 1`` (parameters broadcast from
+    rank 0)."""
     if world_size <= 1:
         return module
     from torch.nn.parallel import DistributedDataParallel

@@ -96,7 +96,8 @@ def list_images(folder) -> list[Path]:
     sub-folders are skipped."""
     folder = Path(folder)
     return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+                  if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _check_readable(path) -> Path:
@@ -154,7 +155,8 @@ class _TooManyPixels(ValueError):
 def _check_pixels(path: Path, shape) -> None:
     n = int(np.prod([int(v) for v in shape[:2]], dtype=np.int64))
     if n > MAX_PIXELS:
-        raise _TooManyPixels(f"{path}: the image is {shape[0]} x {shape[1]} = {n:,} pixels, more than "
+        raise _TooManyPixels(f"{path}: the image is {shape[0]} x {shape[1]} = {n:,} pixels, "
+                             "more than "
                          f"utilegen.io.MAX_PIXELS = {MAX_PIXELS:,}; raise that limit to read it")
 
 
@@ -180,7 +182,8 @@ def _read_raw(path: Path) -> np.ndarray:
         except _TooManyPixels:
             raise
         except Exception as exc:  # noqa: BLE001 -- tifffile raises many types for broken files
-            raise ValueError(f"cannot read {path}: damaged or not a valid TIFF file ({exc})") from None
+            raise ValueError(
+                f"cannot read {path}: damaged or not a valid TIFF file ({exc})") from None
         if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
             arr = np.moveaxis(arr, 0, -1)  # planar RGB -> channels last
         return arr

@@ -193,7 +193,8 @@ class InstanceMask:
         for i, poly in enumerate(polygons):
             poly = np.asarray(poly, dtype=float)
             if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < 3:
-                raise ValueError(f"polygon {i} must be a (K, 2) array with K >= 3, got {poly.shape}")
+                raise ValueError(
+                    f"polygon {i} must be a (K, 2) array with K >= 3, got {poly.shape}")
             rr, cc = draw_polygon(poly[:, 0], poly[:, 1], shape=shape)
             labels[rr, cc] = i + 1
         return cls(labels)

@@ -428,7 +428,8 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
         if size == 0 or not head:
             raise UploadRejected("the file is empty")
         if size is not None and size > max_bytes:
-            raise UploadRejected(f"the file is {_format_mb(size)}; the limit is {_format_mb(max_bytes)}")
+            raise UploadRejected(
+                f"the file is {_format_mb(size)}; the limit is {_format_mb(max_bytes)}")
         suffix = sniff_suffix(head)
         if suffix is None:
             raise UploadRejected("not an image: upload PNG, TIFF, JPEG or BMP micrographs")

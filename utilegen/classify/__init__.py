@@ -21,7 +21,8 @@ Image policy
 
 >>> from utilegen.datasets import emps
 >>> from utilegen.classify import ShapeClassifier, from_emps, load
->>> data = from_emps(emps("../shared/data/emps"), classes=("sphere", "cube", "rod"))  # doctest: +SKIP
+>>> data = from_emps(emps("../shared/data/emps"),
+...                  classes=("sphere", "cube", "rod"))                        # doctest: +SKIP
 >>> clf = ShapeClassifier("convnext_atto", image_size=128)                     # doctest: +SKIP
 >>> clf.fit(train, val, epochs=20, augment="randaugment+mixup")               # doctest: +SKIP
 >>> clf.save("my_classifier"); clf = load("my_classifier")                    # doctest: +SKIP

@@ -46,12 +46,15 @@ def add_cli(subparsers) -> None:
     t.add_argument("--classes", type=_classes, default=("sphere", "cube", "rod"),
                    help="comma-separated classes to train on (default sphere,cube,rod); images of "
                         "other classes in the label file are ignored")
-    t.add_argument("--backbone", default="convnext_atto", help="timm model name (default convnext_atto)")
+    t.add_argument("--backbone", default="convnext_atto",
+                   help="timm model name (default convnext_atto)")
     t.add_argument("--pretrained", default=None,
                    help="'hub' to download timm's weights, or a local weights file")
-    t.add_argument("--image-size", type=int, default=128, help="network input size in px (default 128)")
+    t.add_argument("--image-size", type=int, default=128,
+                   help="network input size in px (default 128)")
     t.add_argument("--epochs", type=int, default=20)
-    t.add_argument("--steps", type=int, default=None, help="total optimizer steps (overrides --epochs)")
+    t.add_argument("--steps", type=int, default=None,
+                   help="total optimizer steps (overrides --epochs)")
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     t.add_argument("--augment", choices=("standard", "randaugment+mixup"), default="standard")
@@ -116,10 +119,12 @@ def _train(args) -> int:
     missing = [c for c in args.classes if c not in data.labels]
     if missing:
         raise ValueError(f"no training images of the classes {missing}")
-    train, val = data.split(args.val_fraction, rng=args.seed) if args.val_fraction > 0 else (data, None)
+    train, val = (data.split(args.val_fraction, rng=args.seed) if args.val_fraction > 0
+                  else (data, None))
     if args.synthetic_per_real:
         if emps_ds is None:
-            raise ValueError("--synthetic-per-real needs --emps (instance masks to cut particles from)")
+            raise ValueError(
+                "--synthetic-per-real needs --emps (instance masks to cut particles from)")
         for k, c in enumerate(args.classes):
             ids = [n for n, lab in zip(train.names, train.labels) if lab == c]
             syn = synthetic_for_class(emps_ds.subset(ids), c, args.synthetic_per_real * len(ids),

@@ -140,7 +140,8 @@ class TrainConfig:
                "must be >= 0")
         _check(0 <= self.label_smoothing < 1, "label_smoothing",
                f"must be in [0, 1), got {self.label_smoothing!r}")
-        _check(self.eval_every is None or (isinstance(self.eval_every, int) and self.eval_every >= 1),
+        _check(self.eval_every is None
+               or (isinstance(self.eval_every, int) and self.eval_every >= 1),
                "eval_every", f"must be None or a positive integer, got {self.eval_every!r}")
         _check(isinstance(self.seed, int) and self.seed >= 0, "seed",
                f"must be a non-negative integer, got {self.seed!r}")

@@ -91,7 +91,8 @@ class Evaluation:
 
     def __str__(self) -> str:
         width = max(9, *(len(c) for c in self.classes)) + 1
-        lines = [f"accuracy {self.accuracy:.3f} (balanced {self.balanced_accuracy:.3f}) on {self.n} images",
+        lines = [(f"accuracy {self.accuracy:.3f} (balanced {self.balanced_accuracy:.3f}) "
+                  f"on {self.n} images"),
                  f"{'class':<{width}}{'precision':>10}{'recall':>8}{'n':>5}"]
         rows = self.confusion.sum(axis=1)
         for i, c in enumerate(self.classes):
@@ -108,7 +109,8 @@ class Evaluation:
         if ax is None:
             import matplotlib.pyplot as plt
 
-            fig, ax = plt.subplots(figsize=(1.3 * len(self.classes) + 1.5, 1.2 * len(self.classes) + 1))
+            fig, ax = plt.subplots(figsize=(1.3 * len(self.classes) + 1.5,
+                                            1.2 * len(self.classes) + 1))
         else:
             fig = ax.figure
         norm = self.normalized()

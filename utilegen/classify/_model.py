@@ -57,18 +57,21 @@ def create_backbone(name: str, num_classes: int, pretrained=False, **model_kwarg
             return timm.create_model(name, pretrained=True, num_classes=num_classes, **model_kwargs)
         except Exception as exc:  # network/hub errors come in many types
             raise RuntimeError(
-                f"could not load pretrained weights for {name!r} from the timm hub ({type(exc).__name__}: "
+                f"could not load pretrained weights for {name!r} from the timm hub "
+                f"({type(exc).__name__}: "
                 f"{exc}). Without a network, download the weights elsewhere and pass "
                 "pretrained='path/to/weights.safetensors'.") from exc
     path = Path(pretrained)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
-    _check_weights_file(path, name, timm.create_model(name, num_classes=num_classes, **model_kwargs))
+    _check_weights_file(path, name,
+                        timm.create_model(name, num_classes=num_classes, **model_kwargs))
     try:
         return timm.create_model(name, pretrained=True, num_classes=num_classes,
                                  pretrained_cfg_overlay={"file": str(path)}, **model_kwargs)
     except RuntimeError as exc:  # wrong architecture: missing/unexpected keys, shape mismatch
-        raise ValueError(f"pretrained weights file {path} does not fit backbone {name!r}: {exc}") from None
+        raise ValueError(
+            f"pretrained weights file {path} does not fit backbone {name!r}: {exc}") from None
 
 
 def _check_weights_file(path: Path, name: str, model) -> None:
@@ -83,8 +86,10 @@ def _check_weights_file(path: Path, name: str, model) -> None:
     head = model.default_cfg.get("classifier", "") if hasattr(model, "default_cfg") else ""
     heads = (head,) if isinstance(head, str) else tuple(head)
     wanted = {k: v.shape for k, v in model.state_dict().items()
-              if not any(h and k.startswith(h + ".") for h in heads) and "num_batches_tracked" not in k}
-    fitting = [k for k, shape in wanted.items() if k in state and tuple(state[k].shape) == tuple(shape)]
+              if not any(h and k.startswith(h + ".") for h in heads)
+              and "num_batches_tracked" not in k}
+    fitting = [k for k, shape in wanted.items()
+               if k in state and tuple(state[k].shape) == tuple(shape)]
     if len(fitting) < len(wanted):
         missing = [k for k in wanted if k not in fitting]
         raise ValueError(
@@ -185,7 +190,8 @@ class ShapeClassifier:
             # Normalise as the weights were trained.
             cfg = getattr(self.model, "pretrained_cfg", {}) or {}
             if "mean" in cfg and "std" in cfg:
-                _config = ClassifierConfig(**{**_config.to_dict(), "mean": cfg["mean"], "std": cfg["std"]})
+                _config = ClassifierConfig(**{**_config.to_dict(),
+                                              "mean": cfg["mean"], "std": cfg["std"]})
         self.config = _config
         self.pretrained = str(pretrained) if pretrained not in (False, None) else None
         self.train_config: TrainConfig | None = None
@@ -252,14 +258,17 @@ class ShapeClassifier:
         mixup = cfg.augment == "randaugment+mixup" and (cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0)
         local_batch = shard(cfg.batch_size, world_size)  # each rank trains on its share
         if mixup and local_batch % 2:
-            raise ValueError(f"batch_size must be even for MixUp (pairs are mixed), got {cfg.batch_size}"
+            raise ValueError(f"batch_size must be even for MixUp (pairs are mixed), "
+                             f"got {cfg.batch_size}"
                              + (f" ({local_batch} per process)" if world_size > 1 else ""))
         steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
         total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
-        eval_every = cfg.eval_every or (steps_per_epoch if cfg.steps is None else max(1, total // 10))
+        eval_every = cfg.eval_every or (steps_per_epoch if cfg.steps is None
+                                        else max(1, total // 10))
         c = self.config
         transform = TrainTransform(c.image_size, c.mean, c.std, crop_scale=cfg.crop_scale,
-                                   randaugment=cfg.randaugment if cfg.augment != "standard" else None)
+                                   randaugment=(cfg.randaugment if cfg.augment != "standard"
+                                                else None))
         index = {name: i for i, name in enumerate(self.classes)}
         targets = torch.tensor([index[lab] for lab in train.labels])
         mixer = None
@@ -383,7 +392,8 @@ class ShapeClassifier:
         """Write ``weights.pt`` and ``config.json`` (configuration, training, history)."""
         directory = Path(directory)
         if (directory / CONFIG).exists() and not overwrite:
-            raise FileExistsError(f"{directory} already holds a model; pass overwrite=True to replace it")
+            raise FileExistsError(
+                f"{directory} already holds a model; pass overwrite=True to replace it")
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"utilegen": __version__, "kind": "ShapeClassifier",
                 "classifier": self.config.to_dict(), "pretrained": self.pretrained,
@@ -401,12 +411,14 @@ class ShapeClassifier:
         directory = Path(directory)
         for name in (CONFIG, WEIGHTS):
             if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory / name} not found: not a saved ShapeClassifier folder")
+                raise FileNotFoundError(
+                    f"{directory / name} not found: not a saved ShapeClassifier folder")
         try:
             meta = json.loads((directory / CONFIG).read_text())
             config = ClassifierConfig.from_dict(meta["classifier"])
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{directory / CONFIG} is not a ShapeClassifier config ({exc})") from None
+            raise ValueError(
+                f"{directory / CONFIG} is not a ShapeClassifier config ({exc})") from None
         clf = cls(None, _config=config)
         state = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
         clf.model.load_state_dict(state)

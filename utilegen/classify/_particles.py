@@ -74,7 +74,8 @@ class ShapeRules:
         ok = (area >= self.min_area) & (solidity >= self.solidity_min)
         rod = ok & (aspect >= self.rod_aspect)
         sphere = ok & ~rod & (circ >= self.sphere_circularity) & (feret < self.cube_feret_ratio)
-        cube = ok & ~rod & ~sphere & (feret >= self.cube_feret_ratio) & (aspect < self.cube_aspect_max)
+        cube = (ok & ~rod & ~sphere & (feret >= self.cube_feret_ratio)
+                & (aspect < self.cube_aspect_max))
         out[rod], out[sphere], out[cube] = "rod", "sphere", "cube"
         return out
 
@@ -126,13 +127,15 @@ def particle_shapes(mask, image=None, *, classifier=None, rules: ShapeRules | No
 
     mask = _as_mask(mask)
     if image is not None and np.asarray(image).shape[:2] != mask.shape:
-        raise ValueError(f"image shape {np.asarray(image).shape} does not match mask shape {mask.shape}")
+        raise ValueError(
+            f"image shape {np.asarray(image).shape} does not match mask shape {mask.shape}")
     table = measure(mask, pixel_size=1.0, unit="px", exclude_border=exclude_border)
     out = pd.DataFrame({
         "label": table["label"].to_numpy(), "area": table["area"].to_numpy(),
         "aspect_ratio": table["aspect_ratio"].to_numpy(),
         "circularity": table["circularity"].to_numpy(), "solidity": table["solidity"].to_numpy(),
-        "feret_ratio": (table["feret_diameter_max"] / table["feret_diameter_min"].clip(lower=1e-9)).to_numpy()})
+        "feret_ratio": (table["feret_diameter_max"]
+                        / table["feret_diameter_min"].clip(lower=1e-9)).to_numpy()})
     if classifier is None:
         out["shape"] = (rules or ShapeRules()).classify(table)
         return out

@@ -41,11 +41,13 @@ class TrainTransform:
     `ShapeClassifier.fit` seeds.
     """
 
-    def __init__(self, size: int, mean, std, *, crop_scale=(0.35, 1.0), randaugment: str | None = None):
+    def __init__(self, size: int, mean, std, *, crop_scale=(0.35, 1.0),
+                 randaugment: str | None = None):
         from torchvision.transforms import v2
 
         self.size, self.mean, self.std = size, mean, std
-        self.crop = v2.RandomResizedCrop(size, scale=crop_scale, ratio=(3 / 4, 4 / 3), antialias=True)
+        self.crop = v2.RandomResizedCrop(size, scale=crop_scale, ratio=(3 / 4, 4 / 3),
+                                         antialias=True)
         self.randaugment = None
         if randaugment:
             from timm.data.auto_augment import rand_augment_transform

@@ -36,7 +36,8 @@ class EMPS(PairedFolder):
             if not split_file.is_file():
                 raise FileNotFoundError(f"EMPS split file not found: {split_file}")
             with open(split_file, newline="") as f:
-                ids = [row[0].strip().removesuffix(".png") for row in csv.reader(f) if row and row[0].strip()]
+                ids = [row[0].strip().removesuffix(".png") for row in csv.reader(f)
+                       if row and row[0].strip()]
         super().__init__(root, images="images", masks="segmaps", ids=ids, strict=False)
         self.split = split
         self.shapes: dict[str, str] | None = None

@@ -70,7 +70,8 @@ class PairedFolder:
             if absent:
                 raise ValueError(f"ids without an image/mask pair in {self.root}: {absent[:10]}")
         if not ids:
-            raise ValueError(f"no image/mask pairs found in {self.root / images} and {self.root / masks}")
+            raise ValueError(
+                f"no image/mask pairs found in {self.root / images} and {self.root / masks}")
         self.ids: list[str] = list(ids)
         self.image_paths: list[Path] = [image_files[i] for i in self.ids]
         self.mask_paths: list[Path] = [mask_files[i] for i in self.ids]
@@ -151,5 +152,6 @@ def get_pair(dataset, index: int) -> tuple[np.ndarray, InstanceMask]:
     if not isinstance(mask, InstanceMask):
         mask = InstanceMask(np.asarray(mask))
     if image.shape != mask.shape:
-        raise ValueError(f"item {index} of {cls}: image shape {image.shape} != mask shape {mask.shape}")
+        raise ValueError(
+            f"item {index} of {cls}: image shape {image.shape} != mask shape {mask.shape}")
     return image, mask

@@ -70,7 +70,8 @@ def sample_pair(shape: tuple[int, int] = (512, 512), *, particles: int = 40,
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     # Uneven illumination: a tilted plane plus smooth low-frequency noise.
     background = 190 + 25 * (yy / h - 0.5) - 15 * (xx / w - 0.5)
-    background += 12 * ndi.gaussian_filter(rng.standard_normal((h, w)).astype(np.float32), min(h, w) / 10) \
+    background += 12 * ndi.gaussian_filter(rng.standard_normal((h, w)).astype(np.float32),
+                                           min(h, w) / 10) \
         * (min(h, w) / 10)
     image = background.copy()
     labels = np.zeros((h, w), np.uint16 if len(circles) < 65536 else np.int32)

@@ -48,7 +48,8 @@ def overlay(image, mask: InstanceMask, *, measured=None, labels_text: bool = Tru
     edges = find_boundaries(labels, mode="inner")
     if thickness > 1:
         edges = cv2.dilate(edges.astype(np.uint8), np.ones((thickness, thickness), np.uint8)) > 0
-    is_measured = np.isin(labels, np.fromiter(measured_set, dtype=np.int64, count=len(measured_set)))
+    is_measured = np.isin(labels, np.fromiter(measured_set, dtype=np.int64,
+                                              count=len(measured_set)))
     # Outlines of excluded instances are found on the dilated edges, by the nearest label.
     rgb[edges & is_measured] = (255, 40, 40)
     rgb[edges & (labels > 0) & ~is_measured] = (150, 150, 150)

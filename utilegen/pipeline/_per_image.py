@@ -14,7 +14,8 @@ from ._inputs import _as_image
 from ._models import _image_class, _particle_shapes
 
 
-def _analyze_one(image_id, source, model, shape_classifier, *, pixel_size, unit, exclude_border) -> dict:
+def _analyze_one(image_id, source, model, shape_classifier, *, pixel_size, unit,
+                 exclude_border) -> dict:
     """Segment, measure and classify one image; errors are returned, never raised."""
     import pandas as pd
 

@@ -135,7 +135,8 @@ class Report:
             row[f"{column}_mean"] = float(table[column].mean()) if len(table) else float("nan")
         shapes = table["shape_class"].dropna() if len(table) else table.get("shape_class", [])
         for name in self._shape_names():
-            row[f"fraction_{name}"] = float((shapes == name).mean()) if len(shapes) else float("nan")
+            row[f"fraction_{name}"] = (float((shapes == name).mean()) if len(shapes)
+                                       else float("nan"))
         return row
 
     def _shape_names(self) -> list[str]:
@@ -232,8 +233,8 @@ class Report:
 
         Files: ``particles.csv``, ``summary.csv``, ``psd.png`` (histogram, KDE, log-normal
         and normal fits), ``psd_histogram.csv``, ``overlays/<id>.png``,
-        ``labels/<id>.tif`` (label images: uint16, int32 above 65535 particles), ``errors.csv`` (when any input
-        was skipped) and ``report.json`` (settings, units, counts).
+        ``labels/<id>.tif`` (label images: uint16, int32 above 65535 particles), ``errors.csv``
+        (when any input was skipped) and ``report.json`` (settings, units, counts).
 
         Refuses to write into a folder that is not empty unless ``overwrite=True``; every
         file is written atomically (a temporary file, then a rename).
@@ -258,7 +259,8 @@ class Report:
             self.distributions[SIZE_COLUMN].to_csv(out / "psd_histogram.csv", overwrite=overwrite)
         for image_id in self.ids:
             name = names[image_id]
-            _write_png(out / "overlays" / f"{name}.png", self.overlay(image_id), overwrite=overwrite)
+            _write_png(out / "overlays" / f"{name}.png", self.overlay(image_id),
+                       overwrite=overwrite)
             write_mask(out / "labels" / f"{name}.tif", self.masks[image_id], overwrite=overwrite)
         if self.errors:
             import pandas as pd

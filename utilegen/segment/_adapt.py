@@ -171,7 +171,8 @@ def synthetic_like(pairs, n: int, *, stats: dict | None = None, seed: int = 0):
                                          compositor=compositor, augmenter=augmenter, length=n,
                                          seed=seed)
     except _NoParticles:
-        raise ValueError("no annotated particle fits a synthetic canvas of the images' size") from None
+        raise ValueError(
+            "no annotated particle fits a synthetic canvas of the images' size") from None
     return ds, {"n": n, "seed": seed, "compositor": compositor.to_dict(),
                 "augmenter": augmenter.to_dict(), "particles": len(ds.particles)}
 
@@ -200,7 +201,8 @@ def size_error(truths, preds) -> dict:
     d50_true = float(np.median(t))
     d50_pred = float(np.median(p)) if len(p) else None
     err = None if d50_pred is None else (d50_pred - d50_true) / d50_true
-    return {"d50_true": round(d50_true, 3), "d50_pred": None if d50_pred is None else round(d50_pred, 3),
+    return {"d50_true": round(d50_true, 3),
+            "d50_pred": None if d50_pred is None else round(d50_pred, 3),
             "d50_relative_error": None if err is None else round(err, 4)}
 
 
@@ -293,7 +295,8 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
     predict_scale = None
     if scale == "auto":
         chosen = choose_scale(stats["diameter_median"])
-        medians = [float(np.median(d)) for d in (equivalent_diameters(y) for _, y in real) if len(d)]
+        medians = [float(np.median(d))
+                   for d in (equivalent_diameters(y) for _, y in real) if len(d)]
         predict_scale = "auto" if max(medians) / min(medians) > 2 else None
     else:
         chosen = float(scale)
@@ -304,7 +307,8 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
         config = StarDistConfig(scale=chosen, zoom=1.25, lr_patience=5, **(config_changes or {}))
     else:
         if config_changes:
-            raise ValueError("config_changes apply to init='scratch' only (a base keeps its network)")
+            raise ValueError(
+                "config_changes apply to init='scratch' only (a base keeps its network)")
         config = base.config.replace(scale=chosen, zoom=1.25, lr_patience=5)
     if learning_rate is not None:
         config = config.replace(learning_rate=float(learning_rate))

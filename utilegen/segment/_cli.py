@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-EXAMPLES = """examples:
-  utilegen segment train --images data/images --masks data/masks --out my_model     (10 min)
-  utilegen segment train --images data/images --masks data/masks --out my_model --init scratch --synthetic-per-real 0
-  utilegen segment predict new_images/ --out labels/              (default model: emps)
-  utilegen segment predict a.tif b.tif --model my_model --out labels/
-  utilegen segment evaluate --model my_model --images test/images --masks test/masks --csv scores.csv
-"""
+EXAMPLES = (
+    "examples:\n"
+    "  utilegen segment train --images data/images --masks data/masks --out my_model     (10 min)\n"
+    "  utilegen segment train --images data/images --masks data/masks --out my_model --init scratch"
+    " --synthetic-per-real 0\n"
+    "  utilegen segment predict new_images/ --out labels/              (default model: emps)\n"
+    "  utilegen segment predict a.tif b.tif --model my_model --out labels/\n"
+    "  utilegen segment evaluate --model my_model --images test/images --masks test/masks"
+    " --csv scores.csv\n"
+)
 
 
 def add_cli(subparsers) -> None:
@@ -30,14 +33,17 @@ def add_cli(subparsers) -> None:
                     "on held-out real data. The model folder records its provenance and its "
                     "validation F1 and D50 error.")
     t.add_argument("--images", type=Path, required=True, help="folder of annotated micrographs")
-    t.add_argument("--masks", type=Path, required=True, help="folder of instance masks (same stems)")
+    t.add_argument("--masks", type=Path, required=True,
+                   help="folder of instance masks (same stems)")
     t.add_argument("--out", type=Path, required=True, help="model folder to write")
     t.add_argument("--minutes", type=float, default=10.0,
                    help="wall-clock budget, threshold search included (default 10)")
     t.add_argument("--init", default="emps",
-                   help="start from: a shipped model name (emps, default), 'scratch', or a model folder")
+                   help="start from: a shipped model name (emps, default), 'scratch', "
+                        "or a model folder")
     t.add_argument("--synthetic-per-real", type=float, default=5.0,
-                   help="synthetic pairs made per real training pair (default 5, the paper's; 0 = none)")
+                   help="synthetic pairs made per real training pair "
+                        "(default 5, the paper's; 0 = none)")
     t.add_argument("--scale", default="auto", type=_scale,
                    help="resize factor before the network, or 'auto' (default): the median "
                         "annotated particle becomes ~40 px")
@@ -60,7 +66,8 @@ def add_cli(subparsers) -> None:
                                    "(x-2.tif, ... when inputs share a stem). Exit status: 0 all "
                                    "images done; 3 some files skipped (listed on stderr).")
     r.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
-    r.add_argument("--model", default="emps", help="model folder or a shipped model name (default emps)")
+    r.add_argument("--model", default="emps",
+                   help="model folder or a shipped model name (default emps)")
     r.add_argument("--out", type=Path, required=True, help="folder for <stem>.tif label images")
     r.add_argument("--prob-thresh", type=float, help="override the model's probability threshold")
     r.add_argument("--nms-thresh", type=float, help="override the model's NMS threshold")
@@ -69,10 +76,12 @@ def add_cli(subparsers) -> None:
     r.set_defaults(func=_predict)
 
     e = sub.add_parser("evaluate", help="precision/recall/F1/PQ of a model on annotated pairs")
-    e.add_argument("--model", default="emps", help="model folder or a shipped model name (default emps)")
+    e.add_argument("--model", default="emps",
+                   help="model folder or a shipped model name (default emps)")
     e.add_argument("--images", type=Path, required=True)
     e.add_argument("--masks", type=Path, required=True)
-    e.add_argument("--iou", type=float, nargs="+", default=[0.5, 0.7], help="IoU thresholds (default 0.5 0.7)")
+    e.add_argument("--iou", type=float, nargs="+", default=[0.5, 0.7],
+                   help="IoU thresholds (default 0.5 0.7)")
     e.add_argument("--scale", type=_scale, help=_SCALE_HELP)
     e.add_argument("--csv", type=Path, help="write per-image and overall scores to this CSV")
     e.set_defaults(func=_evaluate)

@@ -103,23 +103,28 @@ class StarDistConfig:
         _check(isinstance(self.convs_per_level, int) and 1 <= self.convs_per_level <= 4,
                "convs_per_level", f"must be an integer in [1, 4], got {self.convs_per_level!r}")
         _check(isinstance(self.feature_channels, int) and 0 <= self.feature_channels <= 1024,
-               "feature_channels", f"must be an integer in [0, 1024], got {self.feature_channels!r}")
+               "feature_channels",
+               f"must be an integer in [0, 1024], got {self.feature_channels!r}")
         _check(isinstance(self.patch_size, int) and self.patch_size >= self.divisor
                and self.patch_size % self.divisor == 0, "patch_size",
                f"must be a positive multiple of grid * 2**unet_depth = {self.divisor}, "
                f"got {self.patch_size!r}")
         _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size",
                f"must be a positive integer, got {self.batch_size!r}")
-        _check(0 < self.learning_rate < 1, "learning_rate", f"must be in (0, 1), got {self.learning_rate!r}")
-        _check(self.dist_loss_weight >= 0, "dist_loss_weight", f"must be >= 0, got {self.dist_loss_weight!r}")
-        _check(self.background_reg >= 0, "background_reg", f"must be >= 0, got {self.background_reg!r}")
+        _check(0 < self.learning_rate < 1, "learning_rate",
+               f"must be in (0, 1), got {self.learning_rate!r}")
+        _check(self.dist_loss_weight >= 0, "dist_loss_weight",
+               f"must be >= 0, got {self.dist_loss_weight!r}")
+        _check(self.background_reg >= 0, "background_reg",
+               f"must be >= 0, got {self.background_reg!r}")
         _check(0 <= self.foreground_fraction <= 1, "foreground_fraction",
                f"must be in [0, 1], got {self.foreground_fraction!r}")
         _check(0 < self.lr_factor < 1, "lr_factor", f"must be in (0, 1), got {self.lr_factor!r}")
         _check(isinstance(self.lr_patience, int) and self.lr_patience >= 1, "lr_patience",
                f"must be a positive integer, got {self.lr_patience!r}")
         _check(0 <= self.normalize_low < self.normalize_high <= 100, "normalize_low/normalize_high",
-               f"must satisfy 0 <= low < high <= 100, got {self.normalize_low!r}, {self.normalize_high!r}")
+               f"must satisfy 0 <= low < high <= 100, "
+               f"got {self.normalize_low!r}, {self.normalize_high!r}")
         _check(0.05 <= self.scale <= 4, "scale", f"must be in [0.05, 4], got {self.scale!r}")
         _check(1 <= self.zoom <= 4, "zoom", f"must be in [1, 4], got {self.zoom!r}")
         _check(0 <= self.intensity_jitter < 1, "intensity_jitter",

@@ -79,7 +79,8 @@ class PatchSampler:
         """A new synthetic pair, prepared as `load_pairs` prepares real ones."""
         c = self.config
         i = int(rng.integers(len(self.synthetic)))
-        image, labels = as_image_and_labels(*get_pair(self.synthetic, i), name=f"synthetic item {i}")
+        image, labels = as_image_and_labels(*get_pair(self.synthetic, i),
+                                            name=f"synthetic item {i}")
         x = percentile_normalize(image, c.normalize_low, c.normalize_high)
         return _pad_to(resize_image(x, c.scale), resize_labels(labels, c.scale), c.patch_size)
 

@@ -63,7 +63,8 @@ def evaluate(predictions_or_model, pairs, iou=(0.5, 0.7), *, names=None, progres
         pred = predictions_or_model.predict(image) if is_model else predictions_or_model[i]
         pred = _labels(pred, "prediction")
         if pred.shape != truth.shape:
-            raise ValueError(f"prediction {i} has shape {pred.shape} but its mask has {truth.shape}")
+            raise ValueError(
+                f"prediction {i} has shape {pred.shape} but its mask has {truth.shape}")
         truths.append(truth)
         preds.append(pred)
     rows = []

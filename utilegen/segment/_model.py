@@ -80,7 +80,8 @@ class StarDist:
     def __repr__(self) -> str:
         return (f"StarDist(n_rays={self.config.n_rays}, grid={self.config.grid}, "
                 f"base_filters={self.config.base_filters}, thresholds={self.thresholds}, "
-                f"scale={self.config.scale if self.predict_scale is None else self.predict_scale!r})")
+                "scale="
+                f"{self.config.scale if self.predict_scale is None else self.predict_scale!r})")
 
     # ----------------------------------------------------------------- training
     def fit(self, train, val=None, *, epochs: int = 20, steps_per_epoch: int = 100,
@@ -134,13 +135,15 @@ class StarDist:
         for name, v in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
+                                       or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if time_limit is not None and not time_limit > 0:
             raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
         from ._train import fit as _fit
 
-        self.history = _fit(self, train, val, epochs=int(epochs), steps_per_epoch=int(steps_per_epoch),
+        self.history = _fit(self, train, val, epochs=int(epochs),
+                            steps_per_epoch=int(steps_per_epoch),
                             batch_size=batch_size, time_limit=time_limit, seed=seed,
                             checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
                             n_val_patches=n_val_patches, callback=callback, device=device,

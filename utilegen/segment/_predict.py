@@ -8,7 +8,8 @@ from ._config import StarDistConfig
 
 
 def _edges(length: int, tile: int, divisor: int) -> list[int]:
-    """Tile boundaries on [0, length): about equal parts of at most `tile`, multiples of `divisor`."""
+    """Tile boundaries on [0, length): about equal parts of at most `tile`, multiples of
+    `divisor`."""
     n = max(1, -(-length // tile))
     edges = [round(i * length / n / divisor) * divisor for i in range(n)] + [length]
     return sorted(set(edges))
@@ -57,7 +58,8 @@ def candidates(net, config: StarDistConfig, image: np.ndarray, *, prob_thresh: f
             wc0, wc1 = max(0, c0 - context), min(wp, c1 + context)
             prob, dist = run_network(net, x[wr0:wr1, wc0:wc1],
                                      mixed_precision=config.mixed_precision)
-            sr, sc = slice((r0 - wr0) // g, (r1 - wr0) // g), slice((c0 - wc0) // g, (c1 - wc0) // g)
+            sr, sc = (slice((r0 - wr0) // g, (r1 - wr0) // g),
+                      slice((c0 - wc0) // g, (c1 - wc0) // g))
             prob, dist = prob[sr, sc], dist[:, sr, sc]
             gr0, gc0 = r0 // g, c0 // g
             # crop the tile to the unpadded image's grid

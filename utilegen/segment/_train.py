@@ -32,8 +32,9 @@ def stardist_loss(prob_logit, dist_pred, prob_true, dist_true, *, dist_weight: f
     """StarDist2D's loss: BCE(prob) + w * masked MAE(dist) (+ background L1 on dist).
 
     The distance error of each pixel is weighted by its true object probability and the
-    sum normalized by the mean weight; `prob_logit` is the probability head before its sigmoid (`stardist.models.base.masked_loss_mae`); distances
-    predicted on background get a small L1 penalty (``train_background_reg``).
+    sum normalized by the mean weight; `prob_logit` is the probability head before its
+    sigmoid (`stardist.models.base.masked_loss_mae`); distances predicted on background get
+    a small L1 penalty (``train_background_reg``).
     Returns ``(total, prob_loss, dist_loss)`` tensors.
     """
     prob_loss = torch.nn.functional.binary_cross_entropy_with_logits(prob_logit, prob_true)
@@ -61,7 +62,8 @@ def resolve_device(device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device must be None, 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from None
+        raise ValueError(
+            f"device must be None, 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: no CUDA GPU is available here")
     return dev
@@ -135,7 +137,8 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
         # Each rank draws its own patches (disjoint shares of every global batch).
         rng = np.random.default_rng([int(rng.integers(2**31)), rank])
     train_pairs = load_pairs(train, cfg, what="train", progress=progress)
-    val_pairs = load_pairs(val, cfg, what="validation", progress=progress) if val is not None else None
+    val_pairs = (load_pairs(val, cfg, what="validation", progress=progress) if val is not None
+                 else None)
     sampler = PatchSampler(train_pairs, cfg, synthetic=synthetic, synthetic_share=synthetic_share)
     # A fixed set of validation patches (as StarDist2D): same patches every epoch.
     val_batches = []
@@ -144,7 +147,8 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
         vrng = np.random.default_rng(20230)  # independent of the training seed
         n_val = n_val_patches or min(max(len(val_pairs), 8), 64)
         for i in range(0, n_val, cfg.batch_size):
-            val_batches.append(_to_torch(vs.batch(vrng, min(cfg.batch_size, n_val - i), augment=False),
+            val_batches.append(_to_torch(vs.batch(vrng, min(cfg.batch_size, n_val - i),
+                                                  augment=False),
                                          dev))
 
     train_net = wrap(_Logits(net), world_size)
@@ -225,8 +229,10 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
         batches.close()
         bar.close()
         sums = np.array(mean_over_ranks(sums, world_size))
-        record = {"epoch": epoch + 1, "steps": steps_done, "loss": float(sums[0]) / max(steps_done, 1),
-                  "prob_loss": float(sums[1]) / max(steps_done, 1), "dist_loss": float(sums[2]) / max(steps_done, 1),
+        record = {"epoch": epoch + 1, "steps": steps_done,
+                  "loss": float(sums[0]) / max(steps_done, 1),
+                  "prob_loss": float(sums[1]) / max(steps_done, 1),
+                  "dist_loss": float(sums[2]) / max(steps_done, 1),
                   "lr": opt.param_groups[0]["lr"], "seconds": time.monotonic() - t0}
         monitor = record["loss"]
         if val_batches:
@@ -237,12 +243,14 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
             best = monitor
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         if progress:
-            tqdm.write("epoch {epoch}: loss {loss:.4f} (prob {prob_loss:.4f}, dist {dist_loss:.3f})".format(**record)
+            tqdm.write("epoch {epoch}: loss {loss:.4f} (prob {prob_loss:.4f}, "
+                       "dist {dist_loss:.3f})".format(**record)
                        + (f", val_loss {record['val_loss']:.4f}" if "val_loss" in record else "")
                        + f", lr {record['lr']:.2g}, {record['seconds'] / 60:.1f} min")
         if ckpt_dir is not None and main:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
-            state = {"config": cfg.to_dict(), "network": net.state_dict(), "optimizer": opt.state_dict(),
+            state = {"config": cfg.to_dict(), "network": net.state_dict(),
+                     "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "rng": rng.bit_generator.state,
                      "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "best": best,
                      "history": history, "best_network": best_state}

@@ -61,7 +61,8 @@ class Augmenter:
         if self.poisson_peak is not None:
             lo, hi = self.poisson_peak
             if not 0 < lo <= hi:
-                raise ValueError(f"Augmenter: poisson_peak must be (low, high) with 0 < low <= high, "
+                raise ValueError("Augmenter: poisson_peak must be (low, high) "
+                                 "with 0 < low <= high, "
                                  f"got {self.poisson_peak!r}")
             object.__setattr__(self, "poisson_peak", (float(lo), float(hi)))
 
@@ -85,7 +86,8 @@ class Augmenter:
             "blur_sigma": float(rng.uniform(0, self.blur_max)),
             "brightness": float(rng.uniform(-self.brightness, self.brightness)),
             "contrast": float(rng.uniform(1 - self.contrast, 1 + self.contrast)),
-            "gamma": float(np.exp(rng.uniform(-1, 1) * -np.log(1 - self.gamma))) if self.gamma else 1.0,
+            "gamma": (float(np.exp(rng.uniform(-1, 1) * -np.log(1 - self.gamma)))
+                      if self.gamma else 1.0),
             "gaussian_noise": float(rng.uniform(0, self.gaussian_noise_max)),
             "poisson_peak": (float(np.exp(rng.uniform(*np.log(self.poisson_peak))))
                              if self.poisson_peak else None),

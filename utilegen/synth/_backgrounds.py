@@ -120,7 +120,8 @@ class BackgroundPool:
             unit = to_unit_float(image)
             known = mask.labels == 0
             if not known.any():
-                raise ValueError(f"pair {index}: the mask covers the whole image; no background to use")
+                raise ValueError(
+                    f"pair {index}: the mask covers the whole image; no background to use")
             for m in methods:
                 if m == "inpaint":
                     bg = inpaint_background(unit, mask, dilate=dilate, rng=rng)
@@ -136,7 +137,8 @@ class BackgroundPool:
         for i, item in enumerate(images):
             image = read_image(item) if not isinstance(item, np.ndarray) else item
             if image.ndim != 2:
-                raise ValueError(f"background {i} must be a 2-D grayscale image, got shape {image.shape}")
+                raise ValueError(
+                    f"background {i} must be a 2-D grayscale image, got shape {image.shape}")
             backgrounds.append(Background(to_unit_float(image), i, "image"))
         if not backgrounds:
             raise ValueError("no background images given")

@@ -48,19 +48,24 @@ def _add_generate(sub):
                      "(label images or RGB masks with one colour per particle)")
     src.add_argument("--sample", action="store_true",
                      help="use utilegen's built-in rendered sample pair (no data needed)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (new or a resumable export)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output folder (new or a resumable export)")
     p.add_argument("--n", type=int, default=100, help="number of images to make (default 100)")
     p.add_argument("--particles", type=lambda t: _range(t, int), default=(10, 30),
                    help="particles per image, lo-hi (default 10-30)")
     p.add_argument("--no-overlap", action="store_true",
                    help="place particles without overlap or contact (default: overlap allowed)")
     p.add_argument("--max-overlap", type=float, default=0.5,
-                   help="with overlap, the largest fraction of a particle that others may cover (default 0.5)")
-    p.add_argument("--scale", type=_range, default=(0.3, 2.0), help="particle scale range (default 0.3-2.0)")
-    p.add_argument("--rotation", type=_range, default=(0.0, 360.0), help="rotation range in degrees (default 0-360)")
+                   help="with overlap, the largest fraction of a particle that others may cover "
+                        "(default 0.5)")
+    p.add_argument("--scale", type=_range, default=(0.3, 2.0),
+                   help="particle scale range (default 0.3-2.0)")
+    p.add_argument("--rotation", type=_range, default=(0.0, 360.0),
+                   help="rotation range in degrees (default 0-360)")
     p.add_argument("--salt-pepper", type=float, default=0.1,
                    help="maximum fraction of salt-and-pepper pixels (default 0.1, the paper's)")
-    p.add_argument("--blur", type=float, default=0.3, help="maximum Gaussian blur sigma in px (default 0.3)")
+    p.add_argument("--blur", type=float, default=0.3,
+                   help="maximum Gaussian blur sigma in px (default 0.3)")
     p.add_argument("--background", default="inpaint,mean",
                    help="background sources: inpaint, mean or inpaint,mean (default both)")
     p.add_argument("--keep-border", action="store_true",
@@ -76,7 +81,8 @@ def _add_generate(sub):
     p.add_argument("--layout", choices=("tiff", "zarr"), default="tiff",
                    help="output as TIFF files (default) or one chunked Zarr store (data.zarr)")
     p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="run on a Dask cluster, e.g. tcp://10.0.0.5:8786 (needs utilegen[distributed]; "
+                   help="run on a Dask cluster, e.g. tcp://10.0.0.5:8786 "
+                        "(needs utilegen[distributed]; "
                         "--out must be reachable by the workers)")
     p.set_defaults(func=_generate)
 
@@ -111,7 +117,8 @@ def _generate(args) -> int:
         try:
             from distributed import Client
         except ImportError:
-            raise ValueError("--scheduler needs Dask: pip install 'utilegen[distributed]'") from None
+            raise ValueError(
+                "--scheduler needs Dask: pip install 'utilegen[distributed]'") from None
         with Client(args.scheduler) as client:
             out = ds.export(args.out, client=client, coco=args.coco, layout=args.layout)
     else:
@@ -125,7 +132,8 @@ def _add_sample(sub):
         "sample", help="write utilegen's built-in annotated sample micrograph (image + mask TIFF)",
         description="Render the built-in micrograph-like sample (dark spheres on an uneven "
                     "background) and write images/sample.tif (calibrated) and masks/sample.tif.")
-    p.add_argument("--out", type=Path, required=True, help="output folder (images/ and masks/ inside)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output folder (images/ and masks/ inside)")
     p.add_argument("--size", type=int, default=512, help="image size in px (default 512)")
     p.add_argument("--pixel-size", type=float, default=2.0,
                    help="calibration written into the TIFF (default 2.0)")

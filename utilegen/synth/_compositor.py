@@ -90,7 +90,8 @@ class Compositor:
         size = self.image_size
         size = (size, size) if np.isscalar(size) else tuple(size)
         if len(size) != 2 or not all(float(s).is_integer() and s >= 8 for s in size):
-            raise ValueError(f"image_size must be an int >= 8 or (height, width), got {self.image_size!r}")
+            raise ValueError(
+                f"image_size must be an int >= 8 or (height, width), got {self.image_size!r}")
         set_("image_size", (int(size[0]), int(size[1])))
         if self.gap < 0 or self.attempts < 1:
             raise ValueError("gap must be >= 0 and attempts >= 1")
@@ -128,7 +129,8 @@ class Compositor:
         bg_record["index"] = b_index
 
         if self.same_source:
-            choices = np.array([i for i, p in enumerate(particles) if p.source == background.source])
+            choices = np.array([i for i, p in enumerate(particles)
+                                if p.source == background.source])
             if choices.size == 0:
                 choices = np.arange(len(particles))
         else:
@@ -140,7 +142,8 @@ class Compositor:
         visible: list[int] = [0]
         records = []
         for k in range(n):
-            index = int(rng.choice(choices)) if choices is not None else int(rng.integers(len(particles)))
+            index = (int(rng.choice(choices)) if choices is not None
+                     else int(rng.integers(len(particles))))
             params = {
                 "particle": index,
                 "source": particles[index].source,
@@ -154,7 +157,8 @@ class Compositor:
             h, w = p_alpha.shape
             if h > H or w > W:
                 raise ValueError(
-                    f"particle {index} is {h}x{w} px after scaling by {params['scale']:.2f}, larger "
+                    f"particle {index} is {h}x{w} px after scaling by {params['scale']:.2f}, "
+                    "larger "
                     f"than the {H}x{W} canvas; lower `scale` or raise `image_size`")
             area = int(p_alpha.sum())
             position = None
@@ -223,7 +227,8 @@ class Compositor:
 def _mark_occupied(occupied, alpha, r0, c0, gap):
     """Mark a placed particle's footprint, grown by `gap` pixels, as taken."""
     if gap:
-        grown = cv2.dilate(np.pad(alpha, gap).astype(np.uint8), np.ones((2 * gap + 1,) * 2, np.uint8)) > 0
+        grown = cv2.dilate(np.pad(alpha, gap).astype(np.uint8),
+                           np.ones((2 * gap + 1,) * 2, np.uint8)) > 0
         r0, c0 = r0 - gap, c0 - gap
     else:
         grown = alpha

@@ -58,14 +58,17 @@ class SyntheticDataset(Dataset):
     """
 
     def __init__(self, particles: ParticlePool, backgrounds: BackgroundPool, *,
-                 compositor: Compositor | None = None, augmenter: Augmenter | None = PAPER_AUGMENTER,
+                 compositor: Compositor | None = None,
+                 augmenter: Augmenter | None = PAPER_AUGMENTER,
                  length: int = 100, seed: int = 0, dtype: str = "uint8"):
         if not isinstance(particles, ParticlePool):
             raise TypeError(f"particles must be a ParticlePool, got {type(particles).__name__}")
         if not isinstance(backgrounds, BackgroundPool):
-            raise TypeError(f"backgrounds must be a BackgroundPool, got {type(backgrounds).__name__}")
+            raise TypeError(
+                f"backgrounds must be a BackgroundPool, got {type(backgrounds).__name__}")
         if len(particles) == 0:
-            raise ValueError("the particle pool is empty (did without_border/without_small drop everything?)")
+            raise ValueError("the particle pool is empty "
+                             "(did without_border/without_small drop everything?)")
         if len(backgrounds) == 0:
             raise ValueError("the background pool is empty")
         if int(length) != length or length < 0:
@@ -82,7 +85,8 @@ class SyntheticDataset(Dataset):
             raise ValueError(
                 f"{too_large} of {len(particles)} particles can be larger than the "
                 f"{compositor.image_size[0]}x{compositor.image_size[1]} canvas at scale up to "
-                f"{compositor.scale[1]:g} (largest crop diagonal {particles.extents().max():.0f} px); "
+                f"{compositor.scale[1]:g} "
+                f"(largest crop diagonal {particles.extents().max():.0f} px); "
                 f"lower `scale`, raise `image_size`, or drop them with "
                 f"particles.without_larger_than({int(limit) - 3})")
         self.particles = particles

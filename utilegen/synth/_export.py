@@ -133,9 +133,11 @@ def _prepare(dataset, directory: Path, layout: str) -> dict:
         try:
             old = json.loads(manifest_path.read_text())
         except ValueError:
-            raise ValueError(f"{manifest_path} is not valid JSON; not writing into {directory}") from None
+            raise ValueError(
+                f"{manifest_path} is not valid JSON; not writing into {directory}") from None
         if old.get("format") != _FORMAT or old.get("config") != json.loads(json.dumps(config)):
-            raise ValueError(f"{directory} holds a different dataset (its manifest.json has another "
+            raise ValueError(f"{directory} holds a different dataset "
+                             "(its manifest.json has another "
                              "configuration, seed or layout); choose an empty folder")
         # A killed run leaves temporary files of unfinished writes: remove them on resume.
         for sub in ("images", "masks", "records", "."):
@@ -145,13 +147,15 @@ def _prepare(dataset, directory: Path, layout: str) -> dict:
                     if tmp.is_file():
                         tmp.unlink(missing_ok=True)
     elif directory.exists() and any(directory.iterdir()):
-        raise ValueError(f"{directory} is not empty and has no manifest.json; choose an empty folder")
+        raise ValueError(
+            f"{directory} is not empty and has no manifest.json; choose an empty folder")
     subfolders = ("images", "masks", "records") if layout == "tiff" else ("records",)
     for sub in subfolders:
         (directory / sub).mkdir(parents=True, exist_ok=True)
     if layout == "zarr" and not (directory / "data.zarr").exists():
         _create_zarr(dataset, directory / "data.zarr")
-    manifest = {"format": _FORMAT, "config": config, "environment": environment(), "complete": False}
+    manifest = {"format": _FORMAT, "config": config, "environment": environment(),
+                "complete": False}
     _json_dump(manifest_path, manifest)
     return manifest
 
@@ -230,7 +234,8 @@ def export(dataset, directory, *, workers: int = 1, coco: bool = False, layout: 
         raise RuntimeError(f"{len(missing)} items were not written (first: {missing[:5]}); "
                            "run the export again to complete it")
     records = [json.loads(target.record_path(i).read_text()) for i in range(n)]
-    files = ((lambda i: {"image": f"images/{target.name(i)}.tif", "mask": f"masks/{target.name(i)}.tif"})
+    files = ((lambda i: {"image": f"images/{target.name(i)}.tif",
+                         "mask": f"masks/{target.name(i)}.tif"})
              if layout == "tiff" else (lambda i: {"zarr_index": i}))
     manifest["items"] = [{**files(i), **r} for i, r in enumerate(records)]
     manifest["complete"] = True

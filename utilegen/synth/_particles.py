@@ -171,7 +171,8 @@ class ParticlePool:
             sources, areas, border = data["sources"], data["areas"], data["touches_border"]
             n_sources = int(data["n_sources"])
         except Exception as exc:  # noqa: BLE001 - numpy raises many types on a bad file
-            raise ValueError(f"{path} is not a particle pool saved by ParticlePool.save ({exc})") from None
+            raise ValueError(
+                f"{path} is not a particle pool saved by ParticlePool.save ({exc})") from None
         particles, offset = [], 0
         for (h, w), src, area, b in zip(shapes, sources, areas, border):
             n = int(h * w)
