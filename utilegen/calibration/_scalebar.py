@@ -294,10 +294,11 @@ def _read_label(g: np.ndarray, cand: dict) -> dict | None:
     def overlap(a, b):
         return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
 
-    # the same text read differently by the other binarization, or another confident
-    # label elsewhere: do not pretend to know which is right
+    # the same text read differently (with comparable confidence) by the other
+    # binarization, or another confident label elsewhere: do not pretend to know which
     if any((t["value"], t["unit"]) != (best["value"], best["unit"])
-           and (overlap(t["box"], best["box"]) or t["conf"] >= MIN_CONFIDENCE) for t in items):
+           and ((overlap(t["box"], best["box"]) and t["conf"] >= 0.5 * best["conf"])
+                or t["conf"] >= MIN_CONFIDENCE) for t in items):
         best = {**best, "conf": best["conf"] * 0.5}
     return best
 
