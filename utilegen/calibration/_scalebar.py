@@ -250,7 +250,7 @@ def _read_label(g: np.ndarray, cand: dict) -> dict | None:
     h, w = g.shape
     r0, c0, r1, c1 = cand["extent"]
     length = c1 - c0
-    pad_r = int(max(40, 5 * (r1 - r0), 0.5 * length))
+    pad_r = int(max(40, 5 * (r1 - r0), 0.65 * length))
     wr0, wr1 = max(0, r0 - pad_r), min(h, r1 + pad_r)
     wc0, wc1 = max(0, c0 - int(0.6 * length)), min(w, c1 + int(0.9 * length))
     win = g[wr0:wr1, wc0:wc1].astype(np.float32)
