@@ -613,16 +613,16 @@ class StarDist:
 def _add_population(labels, details, labels2, details2, max_overlap: float = 0.2):
     """`labels` with the instances of `labels2` that it does not already have (at most
     `max_overlap` of their pixels on its instances), numbered after its own."""
-    n = len(details["prob"])
-    keep, new = [], labels.copy()
-    for k in range(len(details2["prob"])):
-        pixels = labels2 == k + 1
-        area = int(pixels.sum())
-        if area == 0 or (labels[pixels] > 0).sum() > max_overlap * area:
-            continue
-        keep.append(k)
-        new[pixels & (labels == 0)] = n + len(keep)
-    if not keep:
+    n, k2 = len(details["prob"]), len(details2["prob"])
+    # per instance of labels2: its area, and how much of it lies on labels' instances
+    area = np.bincount(labels2.ravel(), minlength=k2 + 1)[1:k2 + 1]
+    on = np.bincount(labels2[labels > 0].ravel(), minlength=k2 + 1)[1:k2 + 1]
+    keep = np.flatnonzero((area > 0) & (on <= max_overlap * area))
+    lut = np.zeros(k2 + 1, labels.dtype)
+    lut[keep + 1] = n + 1 + np.arange(len(keep))  # kept ones numbered after labels' own
+    added = lut[labels2]
+    new = np.where((labels == 0) & (added > 0), added, labels)
+    if len(keep) == 0:
         return labels, details
     merged = dict(details)
     for key in ("coord", "points", "prob"):
