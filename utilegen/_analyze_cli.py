@@ -120,12 +120,9 @@ def _analyze(args) -> int:
               "pixel_size": args.pixel_size, "unit": args.unit,
               "exclude_border": not args.keep_border, "progress": not args.no_progress}
     if args.scheduler:
-        try:
-            from distributed import Client
-        except ImportError:
-            raise ValueError(
-                "--scheduler needs Dask: pip install 'utilegen[distributed]'") from None
-        with Client(args.scheduler) as client:
+        from .cli import dask_client
+
+        with dask_client(args.scheduler) as client:
             report = analyze(args.images, client=client, **kwargs)
     else:
         report = analyze(args.images, isolate=not args.no_isolate, **kwargs)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import re
 import sys
@@ -26,6 +27,18 @@ EXAMPLES = """examples:
 # Subcommands owned by subpackages: module path -> function registering them.
 _PLUGINS = ["utilegen.synth._cli", "utilegen.segment._cli", "utilegen.classify._cli",
             "utilegen._analyze_cli"]
+
+
+@contextlib.contextmanager
+def dask_client(address: str):
+    """A Dask client of the cluster at `address` (a subcommand's ``--scheduler``), or a
+    clear error when Dask is not installed."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ValueError("--scheduler needs Dask: pip install 'utilegen[distributed]'") from None
+    with Client(address) as client:
+        yield client
 
 
 def build_parser() -> argparse.ArgumentParser:

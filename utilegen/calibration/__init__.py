@@ -112,7 +112,7 @@ def _metadata(path: Path) -> tuple[float, str, str] | None:
     return None
 
 
-def read_calibration(path_or_image, *, scale_bar: bool = True,
+def read_calibration(path_or_image, *, image=None, scale_bar: bool = True,
                      min_confidence: float = MIN_CONFIDENCE) -> Calibration:
     """The pixel size of a micrograph: from its file's metadata, else from its scale bar.
 
@@ -120,6 +120,8 @@ def read_calibration(path_or_image, *, scale_bar: bool = True,
     ----------
     path_or_image : path or 2-D array
         A file (metadata first, then its pixels) or an image array (scale bar only).
+    image : 2-D array, optional
+        The file's pixels when the caller has read them already (not read again).
     scale_bar : bool
         Look for a burned-in scale bar (needs the ``tesseract`` program to read labels).
     min_confidence : float
@@ -136,7 +138,8 @@ def read_calibration(path_or_image, *, scale_bar: bool = True,
     if isinstance(path_or_image, (str, Path)):
         path = Path(path_or_image)
         found = _metadata(path)
-        image = read_image(path) if scale_bar else None
+        if image is None and scale_bar:
+            image = read_image(path)
     else:
         image = np.asarray(path_or_image)
     if image is not None:

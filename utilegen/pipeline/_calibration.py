@@ -22,7 +22,7 @@ def _calibration(source, image, pixel_size, unit) -> Calibration:
         # the bar and data bar are still kept out of the particle table
         bar, data_bar = find_scale_bar(image), find_data_bar(image)
         return Calibration(float(pixel_size), unit, "user", bar, data_bar)
-    found = _read(source if isinstance(source, Path) else image,
+    found = _read(source if isinstance(source, Path) else image, image=image,
                   scale_bar=pixel_size == "auto")
     if found.pixel_size is None:
         return Calibration(1.0, "px", "none", found.scale_bar, found.data_bar)

@@ -114,12 +114,9 @@ def _generate(args) -> int:
         augmenter=augmenter, length=args.n, seed=args.seed)
     print(f"{ds.particles}; {ds.backgrounds}")
     if args.scheduler:
-        try:
-            from distributed import Client
-        except ImportError:
-            raise ValueError(
-                "--scheduler needs Dask: pip install 'utilegen[distributed]'") from None
-        with Client(args.scheduler) as client:
+        from ..cli import dask_client
+
+        with dask_client(args.scheduler) as client:
             out = ds.export(args.out, client=client, coco=args.coco, layout=args.layout)
     else:
         out = ds.export(args.out, workers=args.workers, coco=args.coco, layout=args.layout)
