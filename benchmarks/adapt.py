@@ -86,7 +86,7 @@ def designs(data):
     return cells
 
 
-def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0, extra=()):
+def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0, extra=(), keep=None):
     from utilegen.segment import StarDist
     from utilegen.segment._adapt import validation_figures
     from utilegen.segment._data import as_image_and_labels
@@ -108,6 +108,12 @@ def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0, extra
         if r.returncode != 0:
             return {"cell": name, "arm": arm, "error": r.stderr[-2000:]}
         model = StarDist.load(tmp / "model")
+        if keep is not None:  # for later evaluation without retraining
+            import shutil
+
+            dest = Path(keep) / f"{name} {arm}".replace(" ", "_").replace("=", "")
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(tmp / "model", dest)
     pairs = [as_image_and_labels(*data.pair(data.ids.index(i)), name=i) for i in eval_ids]
     figures = validation_figures(model, pairs)
     # EMPS images span magnifications (the t5 evaluation set's particles: 10-400 px), which
@@ -121,6 +127,17 @@ def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0, extra
     d_train = a["annotations"]["diameter_median"]
     matched = [p for p in pairs if 0.5 <= np.median(equivalent_diameters(p[1])) / d_train <= 2]
     match = validation_figures(model, matched) if matched else None
+    # the matched images under each way of choosing the scale (labelled; the thresholds
+    # were chosen for the model's own predict_scale)
+    modes = {}
+    stored = model.predict_scale
+    for mode in ("auto", "sweep", None):
+        model.predict_scale = mode
+        if matched:
+            f = validation_figures(model, matched)
+            modes[str(mode or f"fixed {model.config.scale:g}")] = {
+                k: f[k] for k in ("f1_50", "f1_70", "recall_50", "d50_relative_error")}
+    model.predict_scale = stored
     model.predict_scale = "auto"
     auto = validation_figures(model, pairs)
     return {"cell": name, "arm": arm, "n_real": len(train_ids),
@@ -131,6 +148,7 @@ def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0, extra
             "predict_scale": a["scale"]["predict"], "heldout": a["validation"],
             "kept": a.get("kept", "adapted"), **figures,
             "auto_scale": {k: auto[k] for k in ("f1_50", "f1_70", "d50_relative_error")},
+            "matched_by_scale_mode": modes,
             "matched": None if match is None else {
                 "n_images": len(matched), **{k: match[k] for k in ("f1_50", "f1_70",
                                                                    "d50_relative_error")}}}
@@ -186,6 +204,7 @@ def main():
     ap.add_argument("--emps-root", type=Path, default=EMPS_ROOT)
     ap.add_argument("--device", help="passed to the train command (a labelled, lighter variant)")
     ap.add_argument("--workers", type=int, default=0, help="passed to the train command")
+    ap.add_argument("--keep", type=Path, help="copy each cell's model into this folder")
     ap.add_argument("--table", type=Path,
                     help="print the results in this file as Markdown and exit")
     args = ap.parse_args()
@@ -205,7 +224,8 @@ def main():
             continue
         if args.arms and arm not in args.arms:
             continue
-        r = run_cell(data, name, arm, train_ids, eval_ids, n_syn, args.minutes, extra=extra)
+        r = run_cell(data, name, arm, train_ids, eval_ids, n_syn, args.minutes, extra=extra,
+                     keep=args.keep)
         if extra:
             r["variant"] = " ".join(extra)
         results = [x for x in results if (x["cell"], x["arm"]) != (name, arm)] + [r]

@@ -119,6 +119,22 @@ def test_fine_tune_improves_validation_f1_and_leaves_the_base_alone(adapted):
     assert model is not base and model.predict_scale == model.config.scale
 
 
+def test_several_magnifications_predict_with_the_sweep():
+    """Annotated images whose particle sizes differ 4-fold: one fixed scale cannot serve
+    both, and the one-pass "auto" rule misreads a narrowly adapted model, so the sweep."""
+    def image_of(labels):
+        return np.where(labels > 0, 60, 190).astype(np.uint8)
+
+    small = disks((96, 96), [(20, 20), (20, 60), (60, 20), (60, 60), (80, 40)], 5)
+    large = disks((128, 128), [(32, 32), (32, 92), (92, 60)], 20)
+    pairs = [(image_of(small), small), (image_of(large), large),
+             (image_of(small), small), (image_of(large), large)]
+    base = StarDist(StarDistConfig(**TINY), seed=1)
+    model = base.fine_tune(pairs, val=pairs[:2], minutes=1, max_steps=2,
+                           synthetic_per_real=0, progress=False)
+    assert model.info["adaptation"]["scale"]["predict"] == "sweep" == model.predict_scale
+
+
 def test_adaptation_records_provenance_and_honours_minutes(adapted):
     _, _, model, _ = adapted
     a = model.info["adaptation"]
