@@ -42,7 +42,7 @@ CLASSES = ("sphere", "cube", "rod")
 N_TEST = {"sphere": 15, "cube": 5, "rod": 8}
 N_TRAIN = 15
 SYNTH_PER_REAL = 5
-BACKBONES = {"convnext_atto": {}, "xception41": {}}
+BACKBONES = {"convnext_atto": {}, "xception41": {}, "regnetx_002": {}}
 AUGMENTS = ("standard", "randaugment+mixup")
 
 
@@ -67,6 +67,10 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (few steps, 64 px)")
     parser.add_argument("--only", default="", help="comma-separated backbones to run")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="a saved per-particle ShapeClassifier folder whose backbone weights "
+                             "start every cell (its backbone is used; the head is new). It must "
+                             "not have seen the test images: `particle_classifier.py table2-base`")
     parser.add_argument("--out", type=Path, default=Path("/tmp/utilegen-classify-bench"),
                         help="folder for results.json and confusion-matrix PNGs")
     parser.add_argument("--rules-only", action="store_true",
@@ -110,17 +114,28 @@ def main():
 
     results = []
     backbones = [b for b in BACKBONES if not args.only or b in args.only.split(",")]
+    init = None
+    if args.init is not None:
+        meta = json.loads((args.init / "config.json").read_text())
+        backbones, init = [meta["classifier"]["backbone"]], args.init / "weights.pt"
+        seen = set(meta.get("trained_on") or [])
+        leaked = seen & {i for c in CLASSES for i in parts[c][1]}
+        if not seen or leaked:
+            raise SystemExit(f"--init {args.init}: its training images are not recorded or "
+                             f"include {len(leaked)} test images")
     for backbone in backbones:
         for augment in AUGMENTS:
             for kind, train in datasets.items():
                 clf = ShapeClassifier(backbone, classes=CLASSES, image_size=args.image_size, seed=0,
-                                      model_kwargs=BACKBONES[backbone])
+                                      model_kwargs=BACKBONES[backbone],
+                                      pretrained=init if init is not None else False)
                 t = time.perf_counter()
                 clf.fit(train, None, steps=args.steps, batch_size=args.batch_size, augment=augment,
                         learning_rate=args.lr, seed=0, progress=False)
                 seconds = time.perf_counter() - t
                 ev = clf.evaluate(test)
-                row = {"backbone": backbone, "augment": augment, "data": kind,
+                row = {"backbone": backbone + (" (particle init)" if init else ""),
+                       "augment": augment, "data": kind,
                        "train_images": len(train),
                        "steps": args.steps, "train_seconds": round(seconds, 1), **ev.to_dict()}
                 results.append(row)

@@ -363,3 +363,45 @@ def test_particle_shapes_do_not_depend_on_the_pixel_size():
     shapes = [list(analyze([image], segmenter=ThresholdSegmenter(), pixel_size=size)
                    .particles["shape_class"]) for size in (1.0, 7.3)]
     assert shapes[0] == shapes[1] and len(shapes[0]) > 0
+
+
+class _Known:
+    """A segmenter that returns a known mask."""
+
+    def __init__(self, mask):
+        self.mask = mask
+
+    def predict(self, image):
+        return self.mask
+
+
+def test_shipped_classifier_names_every_particle(rendered_shapes):
+    image, mask, truth = rendered_shapes
+    report = analyze(image, segmenter=_Known(mask), pixel_size=None)
+    table = report.particles.set_index("label")
+    assert {"shape_class", "shape_rules"} <= set(table.columns)
+    right = np.mean([table.loc[k, "shape_class"] == truth[k] for k in table.index])
+    assert right >= 0.8
+    assert {"fraction_sphere", "fraction_cube", "fraction_rod"} <= set(report.summary.columns)
+    # the image class is the shape most of the particles have
+    for major in ("sphere", "cube", "rod"):
+        keep = [k for k in truth if truth[k] == major] + [
+            k for k in truth if truth[k] != major][:2]
+        mostly = analyze(image, segmenter=_Known(mask.keep(keep)), pixel_size=None)
+        assert mostly.classes["image_0"] == major
+
+
+def test_rules_when_asked_or_when_no_classifier_ships(rendered_shapes, monkeypatch):
+    from utilegen.classify import ShapeRules, _registry
+
+    image, mask, _ = rendered_shapes
+    by_rules = analyze(image, segmenter=_Known(mask), pixel_size=None, classifier="rules")
+    assert "shape_rules" not in by_rules.particles.columns
+    assert by_rules.classes["image_0"] is None
+    from utilegen.morphometry import measure
+
+    table = measure(mask, pixel_size=1.0, unit="px")
+    assert list(by_rules.particles["shape_class"]) == list(ShapeRules().classify(table))
+    monkeypatch.setattr(_registry, "PRETRAINED", {})  # an install without the classifier
+    fallback = analyze(image, segmenter=_Known(mask), pixel_size=None)
+    pd.testing.assert_frame_equal(fallback.particles, by_rules.particles)

@@ -361,3 +361,61 @@ def test_cli_train_predict_evaluate(tmp_path, blobs, capsys):
     assert main(["classify", "evaluate", "--model", str(model), "--images", str(folder),
                  "--labels", str(bad)]) == 2
     assert "filename,shape" in capsys.readouterr().err
+
+
+# ------------------------------------------------------- the shipped per-particle classifier
+def test_shipped_classifier_loads_offline_and_names_rendered_shapes(rendered_shapes):
+    from utilegen.classify import ShapeClassifier, classify_crops, list_pretrained
+
+    assert "emps" in list_pretrained()
+    clf = ShapeClassifier.pretrained("emps")  # from the package: no network
+    assert clf.level == "particle" and set(clf.classes) == {"sphere", "cube", "rod", "other"}
+    image, mask, truth = rendered_shapes
+    labels = sorted(truth)
+    pred = classify_crops(clf, image, mask, labels)
+    got = dict(zip(labels, pred.labels, strict=True))
+    for shape in ("sphere", "cube", "rod"):
+        mine = [k for k in labels if truth[k] == shape]
+        right = sum(got[k] == shape for k in mine)
+        assert right >= len(mine) - 1, (shape, {k: got[k] for k in mine})
+    assert pred.probabilities.shape == (len(labels), 4)
+    np.testing.assert_allclose(pred.probabilities.sum(1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown pretrained classifier"):
+        ShapeClassifier.pretrained("nope")
+
+
+def test_half_precision_save_halves_the_file_and_loads(trained, blobs, tmp_path):
+    clf, _ = trained
+    clf.save(tmp_path / "full")
+    clf.save(tmp_path / "half", half=True)
+    full, half = (tmp_path / "full" / "weights.pt").stat().st_size, \
+        (tmp_path / "half" / "weights.pt").stat().st_size
+    assert half < 0.6 * full
+    back = type(clf).load(tmp_path / "half")
+    assert next(back.model.parameters()).dtype == torch.float32
+    np.testing.assert_allclose(back.predict_proba(blobs), clf.predict_proba(blobs), atol=5e-3)
+
+
+def test_classifier_level_is_checked_and_saved(tmp_path):
+    from utilegen.classify import ClassifierConfig, ShapeClassifier
+
+    with pytest.raises(ValueError, match="level"):
+        ClassifierConfig(backbone=TINY, level="pixel")
+    clf = ShapeClassifier(TINY, classes=("a", "b"), image_size=32, level="particle")
+    clf.save(tmp_path / "m")
+    assert ShapeClassifier.load(tmp_path / "m").level == "particle"
+    assert "level='particle'" in repr(clf)
+
+
+def test_shape_fractions_by_mean_probability():
+    import pandas as pd
+
+    table = pd.DataFrame({"shape": ["sphere", "cube", "cube"], "area": [100.0, 10.0, 10.0],
+                          "p_sphere": [0.9, 0.45, 0.4], "p_cube": [0.1, 0.55, 0.6],
+                          "p_rod": [0.0, 0.0, 0.0]})
+    got = shape_fractions(table, weight="probability")
+    assert got == pytest.approx({"sphere": 1.75 / 3, "cube": 1.25 / 3, "rod": 0.0, "other": 0.0})
+    assert dominant_shape(table, weight="probability") == "sphere"  # soft counts
+    assert dominant_shape(table, weight="count") == "cube"
+    with pytest.raises(ValueError, match="p_<shape>"):
+        shape_fractions(table[["shape", "area"]], weight="probability")

@@ -72,7 +72,9 @@ def add_cli(subparsers) -> None:
                    help="segmentation model folder (from StarDist.save); default: the model "
                         "shipped with utilegen")
     p.add_argument("--classifier", type=Path, default=None,
-                   help="shape classifier folder (from ShapeClassifier.save); default: none")
+                   help="shape classifier folder (from ShapeClassifier.save), or 'rules' for "
+                        "the morphometry rules alone; default: the shipped per-particle "
+                        "classifier")
     p.add_argument("--keep-border", action="store_true",
                    help="also measure particles cut by the image border")
     p.add_argument("--overwrite", action="store_true",
@@ -97,7 +99,8 @@ def add_cli(subparsers) -> None:
     s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     s.add_argument("--model", type=Path, default=None,
                    help="segmentation model folder; default: the model shipped with utilegen")
-    s.add_argument("--classifier", type=Path, default=None, help="shape classifier folder")
+    s.add_argument("--classifier", type=Path, default=None,
+                   help="shape classifier folder, or 'rules'; default: the shipped one")
     s.add_argument("--max-files", type=_positive_int, default=20,
                    help="most images per upload (default 20)")
     s.add_argument("--max-mb", type=_positive_float, default=25.0,

@@ -135,7 +135,8 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
     segmenter : StarDist, path, or object with ``predict(image) -> InstanceMask``, optional
         Default: the segmentation model shipped with utilegen (loaded once, here).
     classifier : ShapeClassifier, path, or object with ``predict``, optional
-        Image-level shape classes (default: the shipped classifier if any, else none).
+        Shape classes (default: the shipped per-particle classifier; "rules" for the
+        morphometry rules alone; see `utilegen.analyze`).
     max_files : int
         Most images in one upload.
     max_bytes : int

@@ -30,12 +30,13 @@ Image policy
 Importing this package does not import torch or timm; they load when a model is made.
 """
 
-from ._config import AUGMENTATIONS, ClassifierConfig, TrainConfig
+from ._config import AUGMENTATIONS, LEVELS, ClassifierConfig, TrainConfig
 from ._data import LabelledImages, from_emps, from_folder, read_labels, synthetic_for_class
 from ._metrics import Evaluation, confusion_matrix
 from ._particles import (
     PARTICLE_SHAPES,
     ShapeRules,
+    classify_crops,
     dominant_shape,
     particle_crops,
     particle_shapes,
@@ -45,6 +46,7 @@ from ._registry import list_pretrained, load
 
 __all__ = [
     "AUGMENTATIONS",
+    "LEVELS",
     "PARTICLE_SHAPES",
     "ClassifierConfig",
     "Evaluation",
@@ -53,6 +55,7 @@ __all__ = [
     "ShapeClassifier",
     "ShapeRules",
     "TrainConfig",
+    "classify_crops",
     "confusion_matrix",
     "create_backbone",
     "dominant_shape",

@@ -12,6 +12,8 @@ __all__ = ["AUGMENTATIONS", "ClassifierConfig", "TrainConfig"]
 
 #: Training augmentation policies (Table 2 of the paper compares the two).
 AUGMENTATIONS = ("standard", "randaugment+mixup")
+#: What a classifier looks at: a whole micrograph or one particle's crop.
+LEVELS = ("image", "particle")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,10 @@ class ClassifierConfig:
     model_kwargs : dict
         Extra keyword arguments for ``timm.create_model`` (e.g. ``{"drop_rate": 0.2}``);
         JSON-serialisable, since they are saved in ``config.json``.
+    level : {"image", "particle"}
+        What the classifier looks at: whole micrographs (the paper's Table 2 design; its
+        class is the image's) or single-particle crops (`particle_crops`; `analyze` then
+        classifies every particle and takes the image class from `dominant_shape`).
     """
 
     backbone: str = "xception41"
@@ -43,6 +49,7 @@ class ClassifierConfig:
     mean: tuple = (0.485, 0.456, 0.406)
     std: tuple = (0.229, 0.224, 0.225)
     model_kwargs: dict = field(default_factory=dict)
+    level: str = "image"
 
     def __post_init__(self):
         _check(isinstance(self.backbone, str) and self.backbone != "", "backbone",
@@ -62,6 +69,7 @@ class ClassifierConfig:
         _check(all(s > 0 for s in self.std), "std", f"must be positive, got {self.std!r}")
         _check(isinstance(self.model_kwargs, dict), "model_kwargs",
                f"must be a dict, got {type(self.model_kwargs).__name__}")
+        _check(self.level in LEVELS, "level", f"must be one of {LEVELS}, got {self.level!r}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

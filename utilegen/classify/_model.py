@@ -168,6 +168,9 @@ class ShapeClassifier:
         pretrained).
     model_kwargs : dict, optional
         Extra ``timm.create_model`` arguments.
+    level : {"image", "particle"}
+        Whole micrographs (default) or single-particle crops (`particle_crops`), which
+        `analyze` then classifies particle by particle.
 
     See the `utilegen.classify` module docs for the image policy (grayscale replicated to
     3 channels, whole-image resize for prediction, random-resized crops for training).
@@ -179,10 +182,11 @@ class ShapeClassifier:
 
     def __init__(self, backbone: str = "xception41", classes=("sphere", "cube", "rod"),
                  pretrained=False, image_size: int = 224, *, seed: int = 0,
-                 model_kwargs: dict | None = None, _config: ClassifierConfig | None = None):
+                 model_kwargs: dict | None = None, level: str = "image",
+                 _config: ClassifierConfig | None = None):
         if _config is None:
             _config = ClassifierConfig(backbone=backbone, classes=classes, image_size=image_size,
-                                       model_kwargs=dict(model_kwargs or {}))
+                                       model_kwargs=dict(model_kwargs or {}), level=level)
         with _seeded(seed):
             self.model = create_backbone(_config.backbone, len(_config.classes), pretrained,
                                          **_config.model_kwargs)
@@ -202,9 +206,15 @@ class ShapeClassifier:
     def classes(self) -> tuple:
         return self.config.classes
 
+    @property
+    def level(self) -> str:
+        """"image" (whole micrographs) or "particle" (single-particle crops)."""
+        return self.config.level
+
     def __repr__(self) -> str:
+        level = ", level='particle'" if self.level == "particle" else ""
         return (f"ShapeClassifier({self.config.backbone!r}, classes={self.classes}, "
-                f"image_size={self.config.image_size})")
+                f"image_size={self.config.image_size}{level})")
 
     # ------------------------------------------------------------------ training
     def _check_data(self, data, what: str) -> LabelledImages:
@@ -388,8 +398,13 @@ class ShapeClassifier:
                                       probabilities=pred.probabilities)
 
     # ------------------------------------------------------------- persistence
-    def save(self, directory, *, overwrite: bool = False) -> Path:
-        """Write ``weights.pt`` and ``config.json`` (configuration, training, history)."""
+    def save(self, directory, *, overwrite: bool = False, half: bool = False) -> Path:
+        """Write ``weights.pt`` and ``config.json`` (configuration, training, history).
+
+        half : bool
+            Store floating-point weights as float16 (half the file; `load` restores
+            float32). For shipping small models; the predictions move by ~1e-3.
+        """
         directory = Path(directory)
         if (directory / CONFIG).exists() and not overwrite:
             raise FileExistsError(
@@ -399,11 +414,28 @@ class ShapeClassifier:
                 "classifier": self.config.to_dict(), "pretrained": self.pretrained,
                 "training": self.train_config.to_dict() if self.train_config else None,
                 "history": self.history}
+        state = self.model.state_dict()
+        if half:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         with atomic_path(directory / WEIGHTS, overwrite=True) as tmp:
-            torch.save(self.model.state_dict(), tmp)
+            torch.save(state, tmp)
         with atomic_path(directory / CONFIG, overwrite=True) as tmp:
             tmp.write_text(json.dumps(meta, indent=2))
         return directory
+
+    @classmethod
+    def pretrained(cls, name: str = "emps") -> ShapeClassifier:
+        """A classifier shipped with utilegen (offline): ``"emps"``, the per-particle
+        sphere / cube / rod / other model that `analyze` uses by default."""
+        from ._registry import _MODELS_DIR, PRETRAINED
+
+        if name not in PRETRAINED:
+            raise ValueError(f"unknown pretrained classifier {name!r}; known: {sorted(PRETRAINED)}")
+        path = _MODELS_DIR / PRETRAINED[name]
+        if not (path / WEIGHTS).is_file():
+            raise FileNotFoundError(f"the pretrained classifier {name!r} is missing from {path}; "
+                                    "reinstall utilegen")
+        return cls.load(path)
 
     @classmethod
     def load(cls, directory) -> ShapeClassifier:

@@ -16,7 +16,8 @@ import numpy as np
 from ..masks import InstanceMask
 from ._data import LabelledImages
 
-__all__ = ["PARTICLE_SHAPES", "ShapeRules", "particle_crops", "particle_shapes", "shape_fractions"]
+__all__ = ["PARTICLE_SHAPES", "ShapeRules", "classify_crops", "particle_crops", "particle_shapes",
+           "shape_fractions"]
 
 PARTICLE_SHAPES = ("sphere", "cube", "rod", "other")
 
@@ -141,27 +142,48 @@ def particle_shapes(mask, image=None, *, classifier=None, rules: ShapeRules | No
         return out
     if image is None:
         raise ValueError("image is required to classify particle crops (classifier= given)")
-    image = np.asarray(image)
-    boxes = {inst.label: inst.bbox for inst in mask}
-    crops = [_crop(image, boxes[int(lab)], pad) for lab in out["label"]]
-    if not crops:
-        out["shape"] = []
-        return out
-    pred = classifier.predict(crops)
-    out["shape"] = list(pred.labels)
-    for j, c in enumerate(pred.classes):
-        out[f"p_{c}"] = pred.probabilities[:, j]
+    pred = classify_crops(classifier, image, mask, out["label"], pad=pad)
+    out["shape"] = list(pred.labels) if pred is not None else []
+    if pred is not None:
+        for j, c in enumerate(pred.classes):
+            out[f"p_{c}"] = pred.probabilities[:, j]
     return out
+
+
+def classify_crops(classifier, image, mask, labels, *, pad: float = 0.15):
+    """`classifier`'s `Prediction` for the crops of the instances `labels` of `mask`.
+
+    The crops are those of `particle_crops` (square, `pad` of the particle's size added
+    each side), so a classifier trained on `particle_crops` sees what it was trained on.
+    Returns None when `labels` is empty.
+    """
+    mask = _as_mask(mask)
+    image = np.asarray(image)
+    if image.shape[:2] != mask.shape:
+        raise ValueError(f"image shape {image.shape} does not match mask shape {mask.shape}")
+    boxes = {inst.label: inst.bbox for inst in mask}
+    crops = [_crop(image, boxes[int(lab)], pad) for lab in labels]
+    return classifier.predict(crops) if crops else None
 
 
 def shape_fractions(shapes, *, weight: str = "count", classes=PARTICLE_SHAPES) -> dict[str, float]:
     """Fraction of particles of each shape (from `particle_shapes`' table).
 
-    weight : {"count", "area"}
-        Fraction of the number of particles, or of their total projected area.
+    weight : {"count", "area", "probability"}
+        Fraction of the number of particles, of their total projected area, or the mean
+        of a classifier's ``p_<shape>`` probabilities over the particles (soft counts: a
+        particle that is 60 % cube and 40 % sphere adds to both; needs those columns).
     """
-    if weight not in ("count", "area"):
-        raise ValueError(f"weight must be 'count' or 'area', got {weight!r}")
+    if weight not in ("count", "area", "probability"):
+        raise ValueError(f"weight must be 'count', 'area' or 'probability', got {weight!r}")
+    if weight == "probability":
+        found = [c[2:] for c in shapes.columns if str(c).startswith("p_")]
+        if not found:
+            raise ValueError("weight='probability' needs a classifier's p_<shape> columns "
+                             "(particle_shapes(..., classifier=...))")
+        names = list(classes) + [c for c in found if c not in classes]
+        return {c: float(np.mean(shapes[f"p_{c}"])) if c in found and len(shapes) else 0.0
+                for c in names}
     names = list(shapes["shape"])
     w = np.ones(len(names)) if weight == "count" else np.asarray(shapes["area"], float)
     total = w.sum()
@@ -170,7 +192,9 @@ def shape_fractions(shapes, *, weight: str = "count", classes=PARTICLE_SHAPES) -
 
 
 def dominant_shape(shapes, classes=("sphere", "cube", "rod"), *, weight: str = "area") -> str:
-    """The image-level class: the one of `classes` with the largest particle fraction.
+    """The image-level class: the one of `classes` with the largest particle fraction
+    (`shape_fractions` with `weight`: "area" by default; "probability" for a classifier's
+    mean probabilities, which `analyze` uses with the shipped classifier).
 
     Particles named "other" (or any shape not in `classes`) are ignored, so a few
     aggregates do not decide; ties go to the earlier class. With no particle of `classes`,

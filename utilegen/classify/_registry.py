@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 _MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-#: Classifiers shipped with utilegen: name -> folder under ``utilegen/models/`` (none yet).
-PRETRAINED: dict[str, str] = {}
+#: Classifiers shipped with utilegen: name -> folder under ``utilegen/models/``.
+#: ``"emps"``: per-particle sphere / cube / rod / other on crops of EMPS micrographs
+#: (``level="particle"``; trained by ``benchmarks/particle_classifier.py``).
+PRETRAINED: dict[str, str] = {"emps": "shape_emps"}
 
 
 def list_pretrained() -> list[str]:

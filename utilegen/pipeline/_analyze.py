@@ -28,9 +28,14 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | str 
         3-D stack. Images of any size (large ones are predicted in tiles).
     segmenter : StarDist, path to a saved model folder, or object with ``predict``, optional
         Default: the segmentation model shipped with utilegen (``StarDist.pretrained("emps")``).
-    classifier : ShapeClassifier, path, or object with ``predict(image)``, optional
-        Gives each image a shape class. Default: the classifier shipped with utilegen if
-        there is one; otherwise classes are left empty.
+    classifier : ShapeClassifier, path, "rules", or object with ``predict``, optional
+        Default: the per-particle classifier shipped with utilegen
+        (``ShapeClassifier.pretrained("emps")``): every particle's crop gets a
+        ``shape_class`` (sphere / cube / rod / other; the morphometry rules' answer is kept
+        beside it in ``shape_rules``) and the image class is their area-weighted
+        `utilegen.classify.dominant_shape`. ``"rules"``: the morphometry rules alone (no
+        network). An image-level ``ShapeClassifier`` (whole micrographs) names the image
+        class and the rules name the particles.
     pixel_size : float, "auto" or None
         Size of one pixel in `unit`, for every image. ``"auto"`` (default) resolves each
         image with the precedence file metadata (ImageJ/OME/Zeiss/FEI TIFF tags, DM3/DM4,

@@ -38,13 +38,25 @@ def load_segmenter(segmenter=None):
     return segmenter
 
 
-def load_classifier(classifier=None):
-    """The image classifier `analyze` uses, or None when there is none.
+#: ``classifier=RULES`` (``--classifier rules``): per-particle shapes from the morphometry
+#: rules only, no network.
+RULES = "rules"
 
-    None takes the shape classifier shipped inside utilegen if there is one (no classes
-    otherwise); a str or path goes to `utilegen.classify.load` (a saved ``ShapeClassifier``
-    folder, else a shipped name); an object with ``predict(image)`` is used as it is.
+
+def load_classifier(classifier=None):
+    """The shape classifier `analyze` uses, or None for the morphometry rules alone.
+
+    None takes the per-particle classifier shipped inside utilegen
+    (``ShapeClassifier.pretrained("emps")``), or the rules when it cannot be loaded;
+    ``"rules"`` asks for the rules alone; any other str or path goes to
+    `utilegen.classify.load` (a saved ``ShapeClassifier`` folder, else a shipped name); an
+    object with ``predict`` is used as it is. A particle-level classifier
+    (``config.level == "particle"``) names every particle's shape and the image class is
+    their `dominant_shape`; an image-level one names the image's class.
     """
+    if isinstance(classifier, (str, Path)) and str(classifier) == RULES \
+            and not Path(classifier).is_dir():
+        return None
     if classifier is None:
         try:
             from ..classify import list_pretrained, load
@@ -54,7 +66,11 @@ def load_classifier(classifier=None):
             return None  # no shipped classifier: classes stay empty
         try:
             return load("emps")
-        except Exception:  # noqa: BLE001 - a shipped classifier that cannot load: no classes
+        except Exception as exc:  # noqa: BLE001 - a shipped classifier that cannot load: rules
+            import warnings
+
+            warnings.warn(f"utilegen's shape classifier could not be loaded ({exc}); particle "
+                          "shapes come from the morphometry rules", RuntimeWarning, stacklevel=2)
             return None
     if isinstance(classifier, (str, Path)):
         from ..classify import load
@@ -80,17 +96,41 @@ def _image_class(classifier, image) -> str | None:
     return None if result is None else str(result)
 
 
-def _particle_shapes(table, mask):
-    """Per-particle shape names (sphere / cube / rod / other) from utilegen.classify's
-    morphometry rules, or None when that part of utilegen is not available."""
+def is_particle_classifier(classifier) -> bool:
+    """Whether `classifier` labels single-particle crops (``level="particle"``), not images."""
+    return getattr(getattr(classifier, "config", None), "level", "image") == "particle"
+
+
+def _particle_shapes(table, mask, image=None, classifier=None):
+    """Per-particle shapes of the rows of `table`, as ``(shapes, rules, image_class)``.
+
+    `rules` are utilegen.classify's morphometry rules (None when that part of utilegen is
+    not available). With a particle-level `classifier`, `shapes` come from it (each
+    particle's crop) and `image_class` is their `dominant_shape` by mean probability;
+    otherwise `shapes` are
+    the rules' and `image_class` is None (an image-level classifier decides it).
+    """
     try:
-        from ..classify import ShapeRules
+        from ..classify import ShapeRules, classify_crops, dominant_shape
     except ImportError:
-        return None
+        return None, None, None
     # The rules expect pixel areas (their minimum size is a pixel count): taken from the
     # mask itself, not from the calibrated table; the other descriptors have no unit.
     px = table[["area", "solidity", "aspect_ratio", "circularity", "feret_diameter_max",
                 "feret_diameter_min"]].copy()
     counts = np.bincount(np.asarray(mask.labels).ravel())
     px["area"] = counts[table["label"].to_numpy(dtype=np.int64)].astype(float)
-    return list(ShapeRules().classify(px))
+    rules = list(ShapeRules().classify(px))
+    if classifier is None or not is_particle_classifier(classifier):
+        return rules, rules, None
+    pred = classify_crops(classifier, image, mask, table["label"].to_numpy())
+    shapes = list(pred.labels)
+    px["shape"] = shapes
+    probabilities = getattr(pred, "probabilities", None)
+    if probabilities is None:
+        return shapes, rules, dominant_shape(px)
+    for j, name in enumerate(pred.classes):
+        px[f"p_{name}"] = probabilities[:, j]
+    # mean probability: chosen over the area-weighted count on the recipe's fold (see
+    # benchmarks/RESULTS.md, "Shape classification: the shipped per-particle classifier")
+    return shapes, rules, dominant_shape(px, weight="probability")

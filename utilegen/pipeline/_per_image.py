@@ -11,7 +11,7 @@ import numpy as np
 from ..masks import InstanceMask
 from ._calibration import _calibration, _outside
 from ._inputs import _as_image
-from ._models import _image_class, _particle_shapes
+from ._models import _image_class, _particle_shapes, is_particle_classifier
 
 
 def _analyze_one(image_id, source, model, shape_classifier, *, pixel_size, unit,
@@ -40,7 +40,11 @@ def _analyze_one(image_id, source, model, shape_classifier, *, pixel_size, unit,
         table = measure(mask, image, pixel_size=size, unit=image_unit,
                         exclude_border=exclude_border)
         image_class = (_image_class(shape_classifier, image)
-                       if shape_classifier is not None else None)
+                       if shape_classifier is not None
+                       and not is_particle_classifier(shape_classifier) else None)
+        shapes, rules, particle_class = (_particle_shapes(table, mask, image, shape_classifier)
+                                         if len(table) else ([], [], None))
+        image_class = image_class or particle_class
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - one bad file must not abort the batch
@@ -48,8 +52,11 @@ def _analyze_one(image_id, source, model, shape_classifier, *, pixel_size, unit,
         return {"id": image_id, "name": name,
                 "error": f"{type(exc).__name__}: {exc}" if not isinstance(
                     exc, (ValueError, FileNotFoundError)) else str(exc)}
-    shapes = _particle_shapes(table, mask) if len(table) else []
     attrs = dict(table.attrs)
+    if is_particle_classifier(shape_classifier):  # it named the shapes: keep the rules beside
+        table.insert(0, "shape_rules", pd.Series(rules if rules is not None
+                                                 else [None] * len(table),
+                                                 index=table.index, dtype=object))
     table.insert(0, "shape_class", pd.Series(shapes if shapes is not None else [None] * len(table),
                                              index=table.index, dtype=object))
     table.insert(0, "image_class", pd.Series([image_class] * len(table), index=table.index,
