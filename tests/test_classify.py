@@ -419,3 +419,21 @@ def test_shape_fractions_by_mean_probability():
     assert dominant_shape(table, weight="count") == "cube"
     with pytest.raises(ValueError, match="p_<shape>"):
         shape_fractions(table[["shape", "area"]], weight="probability")
+
+
+def test_crops_of_float_and_nan_images_keep_the_image_contrast(rendered_shapes, trained):
+    from utilegen.classify import classify_crops
+
+    clf, _ = trained
+    image, mask, truth = rendered_shapes
+    labels = sorted(truth)
+    # the same picture in two other ranges and dtypes, one with a dead pixel: the whole
+    # image is mapped to uint8 once, so the crops (and answers) are the same
+    scaled = image.astype(np.float32) * 3.7 + 100
+    scaled[0, 0] = np.nan
+    counts = (image.astype(np.uint16) * 16 + 5)
+    a = classify_crops(clf, scaled, mask, labels).probabilities
+    b = classify_crops(clf, counts, mask, labels).probabilities
+    np.testing.assert_allclose(a, b, atol=0.02)
+    assert np.isfinite(a).all()
+    assert classify_crops(clf, image, mask, []) is None

@@ -155,12 +155,20 @@ def classify_crops(classifier, image, mask, labels, *, pad: float = 0.15):
 
     The crops are those of `particle_crops` (square, `pad` of the particle's size added
     each side), so a classifier trained on `particle_crops` sees what it was trained on.
+    An image that is not uint8 is first mapped to uint8 as a whole (0.5-99.5 percentiles
+    of its finite pixels; NaN and inf to the low end): every crop then keeps the image's
+    contrast, as crops of uint8 micrographs do, instead of being stretched on its own.
     Returns None when `labels` is empty.
     """
+    from .._image import as_gray, to_display_uint8
+
     mask = _as_mask(mask)
     image = np.asarray(image)
     if image.shape[:2] != mask.shape:
         raise ValueError(f"image shape {image.shape} does not match mask shape {mask.shape}")
+    image = as_gray(image, min_size=1)
+    if image.dtype != np.uint8:
+        image = to_display_uint8(image)
     boxes = {inst.label: inst.bbox for inst in mask}
     crops = [_crop(image, boxes[int(lab)], pad) for lab in labels]
     return classifier.predict(crops) if crops else None
