@@ -383,3 +383,19 @@ def test_own_work_folder_is_removed_on_shutdown():
         upload(client, [("a.png", png_bytes(), "image/png")])
         assert root.exists()
     assert not root.exists()
+
+
+@pytest.mark.parametrize("classifier", [None, "rules"])
+def test_shapes_from_the_shipped_classifier_or_the_rules(tmp_path, classifier):
+    app = create_app(segmenter=ThresholdSegmenter(sigma=0, min_area=5), classifier=classifier,
+                     isolate=False, workdir=tmp_path / "work")
+    with TestClient(app, base_url="http://localhost") as c:
+        state = wait(c, upload(c, [("one.png", png_bytes(), "image/png")]).json()["url"])
+    assert state["status"] == "done", state
+    image = state["result"]["images"][0]
+    if classifier == "rules":  # no network: particles named by the rules, no image class
+        assert image["image_class"] is None
+    else:  # the shipped classifier names the particles and, from them, the image
+        assert image["image_class"] in ("sphere", "cube", "rod")
+    assert any(s["name"] == "sphere fraction" for s in state["result"]["stats"])
+

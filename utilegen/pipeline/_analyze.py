@@ -32,10 +32,11 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | str 
         Default: the per-particle classifier shipped with utilegen
         (``ShapeClassifier.pretrained("emps")``): every particle's crop gets a
         ``shape_class`` (sphere / cube / rod / other; the morphometry rules' answer is kept
-        beside it in ``shape_rules``) and the image class is their area-weighted
-        `utilegen.classify.dominant_shape`. ``"rules"``: the morphometry rules alone (no
-        network). An image-level ``ShapeClassifier`` (whole micrographs) names the image
-        class and the rules name the particles.
+        beside it in ``shape_rules``) and the image class is the shape of highest mean
+        probability (`utilegen.classify.dominant_shape` with ``weight="probability"``).
+        ``"rules"``: the morphometry rules alone (no network). An image-level
+        ``ShapeClassifier`` (whole micrographs) names the image class and the rules name
+        the particles.
     pixel_size : float, "auto" or None
         Size of one pixel in `unit`, for every image. ``"auto"`` (default) resolves each
         image with the precedence file metadata (ImageJ/OME/Zeiss/FEI TIFF tags, DM3/DM4,

@@ -107,8 +107,8 @@ def _particle_shapes(table, mask, image=None, classifier=None):
     `rules` are utilegen.classify's morphometry rules (None when that part of utilegen is
     not available). With a particle-level `classifier`, `shapes` come from it (each
     particle's crop) and `image_class` is their `dominant_shape` by mean probability;
-    otherwise `shapes` are
-    the rules' and `image_class` is None (an image-level classifier decides it).
+    otherwise `shapes` are the rules' and `image_class` is None (an image-level classifier
+    decides it).
     """
     try:
         from ..classify import ShapeRules, classify_crops, dominant_shape
