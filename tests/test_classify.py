@@ -419,21 +419,44 @@ def test_shape_fractions_by_mean_probability():
     assert dominant_shape(table, weight="count") == "cube"
     with pytest.raises(ValueError, match="p_<shape>"):
         shape_fractions(table[["shape", "area"]], weight="probability")
+    aggregates = table.assign(shape=["other"] * 3)  # nothing named sphere / cube / rod
+    assert dominant_shape(aggregates, weight="probability") == "other"
 
 
-def test_crops_of_float_and_nan_images_keep_the_image_contrast(rendered_shapes, trained):
+def test_classify_cli_refuses_a_particle_model_on_whole_images(tmp_path, capsys):
+    from utilegen.classify import ShapeClassifier
+    from utilegen.cli import main
+    from utilegen.io import write_image
+
+    ShapeClassifier(TINY, classes=("a", "b"), image_size=32, level="particle").save(
+        tmp_path / "m")
+    write_image(tmp_path / "x.tif", np.zeros((40, 40), np.uint8))
+    assert main(["classify", "predict", "--model", str(tmp_path / "m"),
+                 str(tmp_path / "x.tif")]) != 0
+    assert "per-particle classifier" in capsys.readouterr().err
+
+
+def test_crops_of_float_and_nan_images_keep_the_image_contrast():
     from utilegen.classify import classify_crops
 
-    clf, _ = trained
-    image, mask, truth = rendered_shapes
-    labels = sorted(truth)
-    # the same picture in two other ranges and dtypes, one with a dead pixel: the whole
-    # image is mapped to uint8 once, so the crops (and answers) are the same
-    scaled = image.astype(np.float32) * 3.7 + 100
-    scaled[0, 0] = np.nan
-    counts = (image.astype(np.uint16) * 16 + 5)
-    a = classify_crops(clf, scaled, mask, labels).probabilities
-    b = classify_crops(clf, counts, mask, labels).probabilities
-    np.testing.assert_allclose(a, b, atol=0.02)
-    assert np.isfinite(a).all()
-    assert classify_crops(clf, image, mask, []) is None
+    class Recorder:  # a classifier that keeps what it is given
+        def predict(self, crops):
+            self.crops = crops
+            return "seen"
+
+    lab = np.zeros((60, 120), np.int32)
+    lab[20:40, 20:40], lab[20:40, 80:100] = 1, 2
+    image = np.where(lab > 0, 10.0, 50.0)
+    image[:, 60:] += 1000.0  # the right half is much brighter, particle and ground
+    image[30, 30] = np.nan  # a dead pixel inside the first particle's crop
+    image[5, 5] = np.inf  # and an infinite one outside
+    rec = Recorder()
+    assert classify_crops(rec, image, InstanceMask(lab), [1, 2]) == "seen"
+    left, right = rec.crops
+    assert left.dtype == right.dtype == np.uint8
+    # one mapping for the whole image: the right particle stays brighter than the left
+    # one (a crop stretched on its own would make them look alike)
+    assert right.mean() > left.mean() + 100
+    assert left[13, 13] == left.min()  # the NaN pixel (image row 30, col 30) went low, not 255
+    same = particle_crops([(image, InstanceMask(lab))], "x", min_area=10, exclude_border=False)
+    np.testing.assert_array_equal(same.image(0), left)  # training crops are cut the same way

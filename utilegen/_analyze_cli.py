@@ -153,7 +153,7 @@ def _serve(args) -> int:
     except ImportError:
         raise ValueError("the web app needs the web extra: pip install 'utilegen[web]'") from None
     from .app import create_app
-    from .pipeline import RULES, load_classifier, load_segmenter
+    from .pipeline import load_classifier, load_segmenter
 
     segmenter = load_segmenter(args.model)
     classifier = load_classifier(args.classifier)
@@ -162,7 +162,7 @@ def _serve(args) -> int:
         hosts = ["*"] if args.host in ("0.0.0.0", "::") else \
             ["localhost", "127.0.0.1", "::1", "[::1]", args.host]
     app = create_app(segmenter=segmenter,
-                     classifier=classifier if classifier is not None else RULES,
+                     classifier=classifier if classifier is not None else False,
                      max_files=args.max_files,
                      max_bytes=int(args.max_mb * 1024 * 1024), allowed_hosts=hosts)
     print(f"utilegen web app on http://{args.host}:{args.port}/ (Ctrl+C to stop)")

@@ -200,7 +200,8 @@ def percentile_to_unit(image) -> np.ndarray:
 
 
 def to_display_uint8(image: np.ndarray) -> np.ndarray:
-    """Contrast-stretch an image to uint8 for display (0.5 / 99.5 percentiles)."""
+    """Contrast-stretch an image to uint8 for display (0.5 / 99.5 percentiles of the finite
+    pixels; NaN and inf to 0)."""
     img = np.asarray(image, dtype=np.float64)
     finite = img[np.isfinite(img)]
     if finite.size == 0:
@@ -210,7 +211,7 @@ def to_display_uint8(image: np.ndarray) -> np.ndarray:
         lo, hi = float(finite.min()), float(finite.max())
     if hi <= lo:
         return np.full(img.shape, 128, np.uint8)
-    out = np.clip((np.nan_to_num(img, nan=lo) - lo) / (hi - lo), 0, 1)
+    out = np.clip((np.nan_to_num(img, nan=lo, posinf=lo, neginf=lo) - lo) / (hi - lo), 0, 1)
     return np.round(out * 255).astype(np.uint8)
 
 

@@ -172,7 +172,7 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
     from starlette.concurrency import run_in_threadpool
 
     from ..io import unique_names
-    from ..pipeline import RULES, IsolatedWorker, analyze, load_classifier, load_segmenter
+    from ..pipeline import IsolatedWorker, analyze, load_classifier, load_segmenter
 
     for name, value in (("max_files", max_files), ("max_bytes", max_bytes),
                         ("max_pixels", max_pixels), ("max_jobs", max_jobs),
@@ -269,8 +269,10 @@ def create_app(segmenter=None, classifier=None, *, max_files: int = 20,
 
         try:
             report = analyze(images, segmenter=model,
+                             # None was "rules" (or a shipped one that failed): False says
+                             # rules, where "rules" would be looked up as a folder again
                              classifier=shape_classifier if shape_classifier is not None
-                             else RULES,  # None was "rules" (or a shipped one that failed)
+                             else False,
                              pixel_size=job.pixel_size, unit=job.unit,
                              exclude_border=exclude_border, ids=job.names, callback=progress,
                              isolate=worker if worker is not None else False)

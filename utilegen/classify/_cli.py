@@ -163,11 +163,21 @@ def _image_files(inputs):
     return files
 
 
+def _image_level(clf, name):
+    """`clf`, if it classifies whole images (these commands feed it whole micrographs)."""
+    if clf.level == "particle":
+        raise ValueError(f"{name} is a per-particle classifier (it labels single-particle "
+                         "crops, not micrographs): use it through `utilegen analyze "
+                         f"--classifier {name}`, or `particle_shapes(mask, image, "
+                         "classifier=...)` in Python")
+    return clf
+
+
 def _predict(args) -> int:
     from ..io import atomic_path
     from . import load
 
-    clf = load(args.model)
+    clf = _image_level(load(args.model), args.model)
     table = clf.predict(_image_files(args.inputs)).to_frame()
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.csv is not None:
@@ -181,7 +191,7 @@ def _evaluate(args) -> int:
     from ..io import atomic_path
     from . import load
 
-    clf = load(args.model)
+    clf = _image_level(load(args.model), args.model)
     data, _ = _labelled(args, clf.classes)
     result = clf.evaluate(data)
     print(result)

@@ -160,18 +160,24 @@ def classify_crops(classifier, image, mask, labels, *, pad: float = 0.15):
     contrast, as crops of uint8 micrographs do, instead of being stretched on its own.
     Returns None when `labels` is empty.
     """
-    from .._image import as_gray, to_display_uint8
-
     mask = _as_mask(mask)
     image = np.asarray(image)
     if image.shape[:2] != mask.shape:
         raise ValueError(f"image shape {image.shape} does not match mask shape {mask.shape}")
-    image = as_gray(image, min_size=1)
-    if image.dtype != np.uint8:
-        image = to_display_uint8(image)
+    image = _crop_source(image)
     boxes = {inst.label: inst.bbox for inst in mask}
     crops = [_crop(image, boxes[int(lab)], pad) for lab in labels]
     return classifier.predict(crops) if crops else None
+
+
+def _crop_source(image) -> np.ndarray:
+    """The image particle crops are cut from: 2-D uint8, kept as it is, or mapped as a
+    whole from its finite 0.5-99.5 percentiles (`to_display_uint8`, NaN and inf to the
+    low end), so that crops keep the image's contrast instead of each being stretched."""
+    from .._image import as_gray, to_display_uint8
+
+    image = as_gray(image, min_size=1)
+    return image if image.dtype == np.uint8 else to_display_uint8(image)
 
 
 def shape_fractions(shapes, *, weight: str = "count", classes=PARTICLE_SHAPES) -> dict[str, float]:
@@ -204,10 +210,13 @@ def dominant_shape(shapes, classes=("sphere", "cube", "rod"), *, weight: str = "
     (`shape_fractions` with `weight`: "area" by default; "probability" for a classifier's
     mean probabilities, which `analyze` uses with the shipped classifier).
 
-    Particles named "other" (or any shape not in `classes`) are ignored, so a few
-    aggregates do not decide; ties go to the earlier class. With no particle of `classes`,
-    returns "other".
+    Particles named "other" (or any shape not in `classes`) are ignored by "count" and
+    "area", so a few aggregates do not decide ("probability" averages every particle's
+    probabilities of `classes`); ties go to the earlier class. With no particle named one
+    of `classes`, returns "other".
     """
+    if not any(name in classes for name in shapes["shape"]):
+        return "other"
     fractions = shape_fractions(shapes, weight=weight)
     best = max(classes, key=lambda c: fractions.get(c, 0.0))
     return best if fractions.get(best, 0.0) > 0 else "other"
@@ -249,8 +258,9 @@ def particle_crops(pairs, labels, *, pad: float = 0.15, min_area: int = 30,
         if max_per_image is not None and len(insts) > max_per_image:
             keep = rng.choice(len(insts), size=max_per_image, replace=False)
             insts = [insts[k] for k in sorted(keep)]
+        source = _crop_source(image) if insts else None  # as `classify_crops` cuts them
         for inst in insts:
-            crops.append(_crop(np.asarray(image), inst.bbox, pad))
+            crops.append(_crop(source, inst.bbox, pad))
             crop_labels.append(labels[i])
             names.append(f"{i}:{inst.label}")
     if not crops:

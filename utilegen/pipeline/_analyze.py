@@ -34,7 +34,7 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | str 
         ``shape_class`` (sphere / cube / rod / other; the morphometry rules' answer is kept
         beside it in ``shape_rules``) and the image class is the shape of highest mean
         probability (`utilegen.classify.dominant_shape` with ``weight="probability"``).
-        ``"rules"``: the morphometry rules alone (no network). An image-level
+        ``"rules"`` (or False): the morphometry rules alone (no network). An image-level
         ``ShapeClassifier`` (whole micrographs) names the image class and the rules name
         the particles.
     pixel_size : float, "auto" or None

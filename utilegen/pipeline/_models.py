@@ -48,14 +48,14 @@ def load_classifier(classifier=None):
 
     None takes the per-particle classifier shipped inside utilegen
     (``ShapeClassifier.pretrained("emps")``), or the rules when it cannot be loaded;
-    ``"rules"`` asks for the rules alone; any other str or path goes to
+    ``"rules"`` (or False) asks for the rules alone; any other str or path goes to
     `utilegen.classify.load` (a saved ``ShapeClassifier`` folder, else a shipped name); an
     object with ``predict`` is used as it is. A particle-level classifier
     (``config.level == "particle"``) names every particle's shape and the image class is
     their `dominant_shape`; an image-level one names the image's class.
     """
-    if isinstance(classifier, (str, Path)) and str(classifier) == RULES \
-            and not Path(classifier).is_dir():
+    if classifier is False or (isinstance(classifier, (str, Path)) and str(classifier) == RULES
+                               and not Path(classifier).is_dir()):
         return None
     if classifier is None:
         try:

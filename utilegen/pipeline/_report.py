@@ -36,8 +36,10 @@ class Report:
         The micrographs, as read (for overlays).
     particles : pandas.DataFrame
         One row per measured particle: ``image_id``, ``image_class`` (the image's shape
-        class, empty without a classifier), ``shape_class`` (per particle, empty when
-        utilegen.classify has no per-particle rule), then every column of
+        class: from a per-particle classifier, the shape of highest mean probability; from
+        an image classifier, its answer; empty with the rules alone), ``shape_class`` (per
+        particle, from the classifier or the morphometry rules), ``shape_rules`` (the
+        rules' answer, beside a per-particle classifier's), then every column of
         `utilegen.morphometry.measure`. ``particles.attrs["units"]`` gives the unit of
         each column.
     summary : pandas.DataFrame
@@ -45,11 +47,12 @@ class Report:
         count, calibration, the size distribution's statistics (``equivalent_diameter_*``:
         mean, std, median, mode, D10/D50/D90, geometric mean/std, log-normal fit), the
         mean shape descriptors and the fraction of particles of each shape
-        (``fraction_sphere``, ...).
+        (``fraction_sphere``, ...: counts of ``shape_class``, which may differ from the
+        image class, a mean of probabilities).
     distributions : dict of str -> SizeDistribution
         Batch distributions of `DISTRIBUTION_COLUMNS` (empty when no particle was found).
     classes : dict of str -> str or None
-        Image-level shape class per image (None without a classifier).
+        Image-level shape class per image (None with the rules alone).
     calibration : dict of str -> (pixel_size, unit)
     errors : list of (str, str)
         ``(image id or file, message)`` for every input that was skipped.
