@@ -30,7 +30,7 @@ def load(name_or_path):
         return ShapeClassifier.load(path)
     name = str(name_or_path)
     if name in PRETRAINED:
-        return ShapeClassifier.load(_MODELS_DIR / PRETRAINED[name])
+        return ShapeClassifier.pretrained(name)
     shipped = ", ".join(list_pretrained()) or "none"
     if "/" in name or "\\" in name:  # written as a path: a folder was meant
         raise FileNotFoundError(f"classifier model folder not found: {path} (nor a shipped "

@@ -26,14 +26,13 @@ One job per module:
 """
 
 from ._analyze import analyze
-from ._models import RULES, load_classifier, load_segmenter
+from ._models import load_classifier, load_segmenter
 from ._overlay import overlay
 from ._report import DISTRIBUTION_COLUMNS, SIZE_COLUMN, Report
 from ._workers import IsolatedWorker
 
 __all__ = [
     "DISTRIBUTION_COLUMNS",
-    "RULES",
     "SIZE_COLUMN",
     "IsolatedWorker",
     "Report",

@@ -98,7 +98,7 @@ def _image_class(classifier, image) -> str | None:
 
 def is_particle_classifier(classifier) -> bool:
     """Whether `classifier` labels single-particle crops (``level="particle"``), not images."""
-    return getattr(getattr(classifier, "config", None), "level", "image") == "particle"
+    return getattr(classifier, "level", "image") == "particle"  # ShapeClassifier.level
 
 
 def _particle_shapes(table, mask, image=None, classifier=None):
