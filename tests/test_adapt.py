@@ -88,9 +88,28 @@ def test_synthetic_pairs_match_the_annotated_size_and_density():
     lo, hi = settings["compositor"]["particles_per_image"]
     expected = stats["particles_per_megapixel"] * 128 * 128 / 1e6
     assert lo <= expected <= hi
+    counts = [ds.sample(i).params["requested"] for i in range(6)]
+    assert 0.6 * expected <= np.mean(counts) <= 1.4 * expected
     sizes = np.concatenate([equivalent_diameters(ds.pair(i)[1].labels) for i in range(6)])
     assert np.median(sizes) == pytest.approx(stats["diameter_median"], rel=0.35)
     assert ds.pair(0)[0].shape == (128, 128)
+
+
+def test_synthetic_pairs_keep_the_crowding_of_each_magnification():
+    # one image of many small particles, one of a few large ones: each synthetic image
+    # follows its own source, not the pooled density (which would thin out the small ones)
+    crowded = sample_pair((160, 160), particles=30, radius=(4, 5), rng=1)
+    sparse = sample_pair((160, 160), particles=3, radius=(14, 16), rng=2)
+    real = [(im, m.labels) for im, m in (crowded, sparse)]
+    ds, _ = synthetic_like(real, 12, seed=0)
+    by_source = {0: [], 1: []}
+    for i in range(12):
+        item = ds.sample(i)
+        source = ds.backgrounds[item.params["background"]["index"]].source
+        by_source[source].append(item.mask.count)
+    assert by_source[0] and by_source[1]
+    assert np.mean(by_source[0]) >= 0.6 * crowded[1].count
+    assert np.mean(by_source[1]) <= 1.5 * sparse[1].count
 
 
 # ------------------------------------------------------------------------- adaptation

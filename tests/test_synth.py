@@ -143,6 +143,27 @@ def test_backgrounds_are_cropped_at_their_own_scale():
 
 
 # ---------------------------------------------------------------- compositor
+def test_source_density_gives_each_image_the_crowding_of_its_source():
+    # two sources at different magnifications: many small particles, few large ones
+    crowded = sample_pair((200, 200), particles=40, radius=(4, 5), rng=1)
+    sparse = sample_pair((200, 200), particles=3, radius=(18, 20), rng=2)
+    pairs = [crowded, sparse]
+    density = [m.count / 0.04 for _, m in pairs]      # per megapixel (200 x 200 px)
+    particles, backgrounds = ParticlePool.from_pairs(pairs), BackgroundPool.from_pairs(pairs)
+    comp = Compositor(particles_per_image=(1, 200), same_source=True, overlap=True,
+                      image_size=200, scale=(1, 1), source_density=density,
+                      density_factor=(1, 1))
+    for seed in range(6):
+        _, labels, record = comp.compose(particles, backgrounds, rng=seed)
+        source = backgrounds[record["background"]["index"]].source
+        assert record["requested"] == pairs[source][1].count
+    clipped = Compositor(particles_per_image=(1, 5), same_source=True, image_size=200,
+                         source_density=density)
+    assert all(clipped.compose(particles, backgrounds, rng=s)[2]["requested"] <= 5
+               for s in range(4))
+    assert Compositor.from_dict(comp.to_dict()) == comp
+
+
 @pytest.mark.parametrize("overlap", [True, False])
 def test_masks_are_exact(pools, overlap):
     particles, backgrounds = pools
@@ -416,6 +437,12 @@ def test_bad_inputs(pools):
         Compositor(max_overlap=1.5)
     with pytest.raises(ValueError, match="image_size"):
         Compositor(image_size=0)
+    with pytest.raises(ValueError, match="same_source"):
+        Compositor(source_density=(10.0,))
+    with pytest.raises(ValueError, match="source_density"):
+        Compositor(source_density=(10.0, float("nan")), same_source=True)
+    with pytest.raises(ValueError, match="density_factor"):
+        Compositor(source_density=(10.0,), same_source=True, density_factor=(-1, 1))
     with pytest.raises(ValueError, match="salt_pepper_max"):
         Augmenter(salt_pepper_max=2)
     with pytest.raises(ValueError, match="empty"):

@@ -145,8 +145,9 @@ def synthetic_like(pairs, n: int, *, stats: dict | None = None, seed: int = 0):
 
     Particles and inpainted backgrounds come from the same source image (contrast and
     magnification stay consistent); the canvas has the size of the real images (at most
-    1024 px a side); the number of particles per image follows the real density (x 0.7 to
-    1.3); particle scale stays near 1 (0.8-1.25) so sizes match the annotations; particles
+    1024 px a side); the number of particles per image follows the density of its source
+    image (x 0.7 to 1.3), so images at different magnifications each keep their own
+    crowding; particle scale stays near 1 (0.8-1.25) so sizes match the annotations; particles
     overlap up to 30 % of their area when more than a fifth of the real ones touch each
     other, and are kept apart otherwise. Returns ``(dataset, settings)``.
     """
@@ -157,11 +158,13 @@ def synthetic_like(pairs, n: int, *, stats: dict | None = None, seed: int = 0):
     shapes = np.array([im.shape for im, _ in pairs])
     h, w = (int(min(1024, np.median(shapes[:, k]))) for k in (0, 1))
     scale = (0.8, 1.25)
-    mean_count = stats["particles_per_megapixel"] * h * w / 1e6
-    lo, hi = max(1, int(np.floor(0.7 * mean_count))), max(1, int(np.ceil(1.3 * mean_count)))
+    density = [float(np.count_nonzero(np.unique(y)) / y.size * 1e6) for _, y in pairs]
+    factor = (0.7, 1.3)
+    hi = max(1, int(np.ceil(factor[1] * max(density) * h * w / 1e6)))
     touching = stats["touching_fraction"] > 0.2
-    compositor = Compositor(particles_per_image=(lo, hi), overlap=touching, max_overlap=0.3,
-                            scale=scale, image_size=(h, w), same_source=True, gap=1)
+    compositor = Compositor(particles_per_image=(1, hi), overlap=touching, max_overlap=0.3,
+                            scale=scale, image_size=(h, w), same_source=True, gap=1,
+                            source_density=density, density_factor=factor)
     # milder than the paper's salt-and-pepper 0.1: the real images are not that noisy
     augmenter = Augmenter(salt_pepper_max=0.02, blur_max=0.5, brightness=0.05, contrast=0.1)
     # border particles are kept only when every annotated one touches the border

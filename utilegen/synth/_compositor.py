@@ -61,6 +61,15 @@ class Compositor:
         and magnification consistent); False mixes sources, as the paper does.
     attempts : int
         Placement attempts per particle before it is skipped.
+    source_density : sequence of float, optional
+        Particles per megapixel of each source image (index = the particles' and
+        backgrounds' ``source``); needs `same_source`. The number of particles of an image
+        is then its source's density times the canvas area times a factor drawn from
+        `density_factor`, clipped to `particles_per_image`: a pool whose images differ in
+        magnification gives each synthetic image the crowding of its own source, where one
+        count for all would crowd the large particles and thin out the small ones.
+    density_factor : (low, high)
+        With `source_density`, the factor on the source's density, drawn uniformly.
     """
 
     particles_per_image: tuple[int, int] = (10, 30)
@@ -73,6 +82,8 @@ class Compositor:
     gap: int = 1
     same_source: bool = False
     attempts: int = 50
+    source_density: tuple[float, ...] | None = None
+    density_factor: tuple[float, float] = (0.7, 1.3)
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)
@@ -95,6 +106,23 @@ class Compositor:
         set_("image_size", (int(size[0]), int(size[1])))
         if self.gap < 0 or self.attempts < 1:
             raise ValueError("gap must be >= 0 and attempts >= 1")
+        lo, hi = _pair(self.density_factor, "density_factor")
+        if lo < 0:
+            raise ValueError(f"density_factor must be >= 0, got {self.density_factor}")
+        set_("density_factor", (lo, hi))
+        if self.source_density is not None:
+            try:
+                density = tuple(float(d) for d in self.source_density)
+            except (TypeError, ValueError):
+                density = ()
+            if not density or not all(np.isfinite(d) and d >= 0 for d in density):
+                raise ValueError("source_density must be a non-empty sequence of finite "
+                                 f"densities >= 0 (particles per megapixel), got "
+                                 f"{self.source_density!r}")
+            if not self.same_source:
+                raise ValueError("source_density needs same_source=True (the density is "
+                                 "that of the background's source image)")
+            set_("source_density", density)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -135,7 +163,14 @@ class Compositor:
                 choices = np.arange(len(particles))
         else:
             choices = None
-        n = int(rng.integers(self.particles_per_image[0], self.particles_per_image[1] + 1))
+        if self.source_density is not None:
+            density = (self.source_density[background.source]
+                       if 0 <= background.source < len(self.source_density)
+                       else float(np.mean(self.source_density)))
+            expected = density * H * W / 1e6 * rng.uniform(*self.density_factor)
+            n = int(np.clip(round(expected), *self.particles_per_image))
+        else:
+            n = int(rng.integers(self.particles_per_image[0], self.particles_per_image[1] + 1))
         labels = np.zeros((H, W), np.uint16 if n < 65535 else np.int32)
         occupied = None if self.overlap else np.zeros((H, W), bool)
         full_area: list[int] = [0]     # by provisional label (1-based)
