@@ -22,7 +22,7 @@ import os
 import time
 from pathlib import Path
 
-from utilegen.io import read_calibration
+from utilegen.io import read_calibration, read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,6 +33,10 @@ def main():
     ap.add_argument("--emps", default=str(ROOT.parent / "shared" / "data" / "emps"))
     ap.add_argument("--rows", choices=("all", "even", "odd"), default="all",
                     help="even rows were used to develop the reader, odd rows kept unseen")
+    ap.add_argument("--diagnose", action="store_true",
+                    help="per image with a readable bar that is not calibrated within 2 %%: "
+                         "was the bar found (overlapping the annotated bar, length within "
+                         "3 %%), and what label was read with what confidence")
     args = ap.parse_args()
     with open(ROOT / "benchmarks" / "data" / "emps_scalebars.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -51,12 +55,18 @@ def main():
             truth = float(r["nm_per_px"])
             if got is None:
                 missing += 1
+                if args.diagnose:
+                    r["_image"] = read_image(Path(args.emps) / "images" / f"{r['id']}.png")
+                    print(f"MISS  {r['id']}: {_diagnose(r, cal)}")
             elif abs(got / truth - 1) <= 0.02:
                 within += 1
             else:
                 wrong += 1
                 print(f"WRONG {r['id']}: read {cal.label!r} -> {got:.4g} nm/px, truth "
                       f"{r['label']!r} {truth:.4g} nm/px")
+                if args.diagnose:
+                    r["_image"] = read_image(Path(args.emps) / "images" / f"{r['id']}.png")
+                    print(f"      {_diagnose(r, cal)}")
         elif got is not None:
             if r["has_bar"] == "no":
                 false_cal += 1
@@ -74,6 +84,41 @@ def main():
     print(f"false calibrations (no bar, or > 2 % off on an image marked unreadable): {false_cal}")
     print(f"time per image: median {sorted(times)[n // 2]:.2f} s, max {max(times):.2f} s "
           f"({os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})")
+
+
+def _diagnose(r, cal) -> str:
+    """Why an image with a readable bar was not calibrated: 'bar not found' (no candidate
+    at all), 'other bar taken' (and whether the annotated bar was among the candidates),
+    or 'bar found'; with the label and confidence read ('label not read' when none)."""
+    from utilegen._image import to_uint8_full_range
+    from utilegen.calibration._scalebar import _bar_candidates
+    from utilegen.io import to_grayscale
+
+    t_r0, t_r1 = int(r["bar_row0"]), int(r["bar_row1"])
+    t_c0, t_c1 = int(r["bar_col0"]), int(r["bar_col1"])
+
+    def same(b, length):
+        br0, bc0, br1, bc1 = b
+        return (min(br1, t_r1 + 1) > max(br0, t_r0) - 3 and min(bc1, t_c1 + 1) > max(bc0, t_c0)
+                and abs(length / float(r["bar_px"]) - 1) <= 0.03)
+
+    truth = f"truth {r['label']!r} {r['bar_px']} px at rows {r['bar_row0']}-{r['bar_row1']}"
+    g = r["_image"]
+    if g.ndim == 3:
+        g = to_grayscale(g)
+    g = to_uint8_full_range(g)
+    cands = _bar_candidates(g, True) + _bar_candidates(g, False)
+    among = [same(c["bar"], c["length"]) for c in cands]
+    cand_note = (f"annotated bar among {len(cands)} candidates" if any(among)
+                 else f"annotated bar not among {len(cands)} candidates")
+    bar = cal.scale_bar
+    if bar is None:
+        return f"bar not found (no candidate); {truth}"
+    what = ("bar found" if same(bar.bar, bar.length_px)
+            else f"other bar taken ({cand_note})")
+    label = "label not read" if bar.label is None else f"label {bar.label!r}"
+    return (f"{what}: {bar.length_px:.0f} px at {bar.bar}; {label}, confidence "
+            f"{bar.confidence:.2f}; {truth}")
 
 
 if __name__ == "__main__":
