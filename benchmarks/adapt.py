@@ -86,6 +86,19 @@ def designs(data):
     return cells
 
 
+def selection_ids(data, n=20):
+    """Sphere images that no cell trains or evaluates on, to choose settings with.
+
+    The t5 pool after the 30 images that the largest t5 cell trains on, less every image of
+    the t3 sphere cell (its training half and its evaluation images).
+    """
+    cells = designs(data)
+    used = {i for _, _, train, evaluate, _ in cells for i in (*train, *evaluate)}
+    spheres = list(np.array(data.with_shape("sphere").ids)
+                   [np.random.default_rng(0).permutation(166)])
+    return [str(i) for i in spheres[60:] if i not in used][:n]
+
+
 def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0, extra=(), keep=None):
     from utilegen.segment import StarDist
     from utilegen.segment._adapt import validation_figures
@@ -205,6 +218,13 @@ def main():
     ap.add_argument("--device", help="passed to the train command (a labelled, lighter variant)")
     ap.add_argument("--workers", type=int, default=0, help="passed to the train command")
     ap.add_argument("--keep", type=Path, help="copy each cell's model into this folder")
+    ap.add_argument("--select", action="store_true",
+                    help="evaluate on the selection images (spheres that no cell trains or "
+                         "evaluates on) instead of the cell's own: for choosing settings")
+    ap.add_argument("--synthetic-per-real", type=float,
+                    help="override the mixed arms' synthetic pairs per real pair (a variant)")
+    ap.add_argument("--train-args", default="",
+                    help="more arguments for the train command (a labelled variant)")
     ap.add_argument("--table", type=Path,
                     help="print the results in this file as Markdown and exit")
     args = ap.parse_args()
@@ -215,19 +235,27 @@ def main():
 
     data = emps(args.emps_root)
     extra = (["--device", args.device] if args.device else []) + (
-        ["--workers", str(args.workers)] if args.workers else [])
+        ["--workers", str(args.workers)] if args.workers else []) + args.train_args.split()
+    select = selection_ids(data) if args.select else None
     results = json.loads(args.out.read_text()) if args.out.is_file() else []
     done = {(r["cell"], r["arm"]) for r in results if "error" not in r}
     for name, arm, train_ids, eval_ids, n_syn in designs(data):
-        if (name, arm) in done or (args.only and name not in args.only
-                                   and not any(name.startswith(o + " ") for o in args.only)):
+        key = f"select {name}" if select is not None else name
+        if (key, arm) in done or (args.only and name not in args.only
+                                  and not any(name.startswith(o + " ") for o in args.only)):
             continue
         if args.arms and arm not in args.arms:
             continue
+        if args.synthetic_per_real is not None and n_syn:
+            n_syn = args.synthetic_per_real
+        if select is not None:
+            name, eval_ids = key, select
         r = run_cell(data, name, arm, train_ids, eval_ids, n_syn, args.minutes, extra=extra,
                      keep=args.keep)
-        if extra:
-            r["variant"] = " ".join(extra)
+        variant = extra + ([f"--synthetic-per-real {n_syn:g}"]
+                           if args.synthetic_per_real is not None and n_syn else [])
+        if variant:
+            r["variant"] = " ".join(variant)
         results = [x for x in results if (x["cell"], x["arm"]) != (name, arm)] + [r]
         tmp = args.out.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1))

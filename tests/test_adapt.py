@@ -171,6 +171,16 @@ def test_minutes_are_honoured_threshold_search_included():
                   config_changes={k: v for k, v in TINY.items() if k != "learning_rate"})
     a = model.info["adaptation"]
     assert a["steps"] > 0 and a["total_minutes"] <= 0.2 * 1.25 + 0.05
+    # the budget counts from `started` (the command line's own start): 6 s already spent
+    # come off the training time and are part of the total
+    import time
+
+    model = adapt(rendered(2), init="scratch", minutes=0.2, synthetic_per_real=1,
+                  progress=False, started=time.monotonic() - 6,
+                  config_changes={k: v for k, v in TINY.items() if k != "learning_rate"})
+    b = model.info["adaptation"]
+    assert 0.1 <= b["total_minutes"] <= 0.2 * 1.25 + 0.05
+    assert b["train_minutes"] >= 0.1
 
 
 def test_adapt_validates_arguments():

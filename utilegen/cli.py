@@ -14,6 +14,11 @@ import contextlib
 import importlib
 import re
 import sys
+import time
+
+#: When the command started (about the process start): `segment train --minutes` counts
+#: from here, so that start-up and reading the pairs are inside the budget.
+STARTED = time.monotonic()
 
 EXAMPLES = """examples:
   utilegen generate --sample --out synthetic --n 20

@@ -227,7 +227,7 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
           synthetic_per_real: float = SYNTHETIC_PER_REAL, scale="auto", seed: int = 0,
           steps_per_epoch: int = 25, batch_size: int | None = None, learning_rate=None,
           device=None, workers: int = 0, progress: bool = True, config_changes=None,
-          max_steps: int | None = None):
+          max_steps: int | None = None, started: float | None = None):
     """Adapt a segmenter to your particles from a few annotated pairs; returns a new model.
 
     Parameters
@@ -268,6 +268,9 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
     max_steps : int, optional
         Also stop after about this many training steps (whole epochs of
         `steps_per_epoch`), whichever of the two limits comes first.
+    started : float, optional
+        The `time.monotonic()` from which `minutes` counts (default: the call). The command
+        line passes its own start, so that start-up and reading the pairs are in the budget.
 
     Returns
     -------
@@ -284,7 +287,7 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
     from ._config import StarDistConfig
     from ._model import StarDist
 
-    t_start = time.monotonic()
+    t_start = time.monotonic() if started is None else min(float(started), time.monotonic())
     if not (isinstance(minutes, (int, float)) and np.isfinite(minutes) and minutes > 0):
         raise ValueError(f"minutes must be a positive number, got {minutes!r}")
     if not (isinstance(synthetic_per_real, (int, float)) and 0 <= synthetic_per_real <= 100):

@@ -114,6 +114,7 @@ def _load(name: str):
 
 
 def _train(args) -> int:
+    from ..cli import STARTED
     from ._adapt import adapt
 
     if (args.val_images is None) != (args.val_masks is None):
@@ -131,7 +132,8 @@ def _train(args) -> int:
     model = adapt(pairs, init=args.init, val=val, minutes=args.minutes,
                   synthetic_per_real=args.synthetic_per_real, scale=args.scale, seed=args.seed,
                   batch_size=args.batch_size, device=args.device, workers=args.workers,
-                  config_changes={"n_rays": args.n_rays} if args.n_rays else None)
+                  config_changes={"n_rays": args.n_rays} if args.n_rays else None,
+                  started=STARTED)
     a = model.info["adaptation"]
     a["images"] = str(args.images.resolve())
     a["masks"] = str(args.masks.resolve())
