@@ -150,41 +150,87 @@ def _half_maximum_ends(g: np.ndarray, row: int, c0: int, c1: int, light: bool) -
     return a, b
 
 
-def _ocr_line(gray: np.ndarray, glyphs: np.ndarray, thr: float, light: bool, *,
-              psm: int = 7) -> tuple[str, float]:
-    """Text and confidence (0-1) Tesseract reads in one line of a label.
+_WHITELIST = "0123456789.,nmuµμ "
 
-    `gray` is the line's crop, `glyphs` its glyph mask (ink components that passed
-    `_text_lines`); the crop is enlarged before it is binarized at `thr`, so that glyphs
-    keep their shape, and anything outside the (dilated) glyph mask is blanked.
-    """
+
+def _ocr_batch(images: list[np.ndarray], psm: int = 7) -> list[tuple[str, float]]:
+    """Text and confidence (0-1) Tesseract reads in each of `images` (binarized label
+    lines, black ink on white), all in one run: Tesseract reads a list of files with its
+    model loaded once, about five times faster than one run per image."""
+    import tempfile
+
     import cv2
 
     exe = _tesseract()
-    if exe is None or not glyphs.any():
-        return "", 0.0
-    rows = np.flatnonzero(glyphs.any(axis=1))
-    f = float(np.clip(48.0 / max(1, rows[-1] - rows[0] + 1), 1.0, 8.0))
-    big = cv2.resize(gray.astype(np.float32), None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
-    keep = cv2.resize(cv2.dilate(glyphs.astype(np.uint8), np.ones((3, 3), np.uint8)),
-                      (big.shape[1], big.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
-    ink = (big >= thr if light else big <= thr) & keep
-    img = np.where(ink, 0, 255).astype(np.uint8)
-    img = cv2.copyMakeBorder(img, 30, 30, 30, 30, cv2.BORDER_CONSTANT, value=255)
-    _, png = cv2.imencode(".png", img)
-    try:
-        res = subprocess.run([exe, "stdin", "stdout", "--psm", str(psm), "-l", "eng",
-                              "-c", "tessedit_char_whitelist=0123456789.,nmuµμ ", "tsv"],
-                             input=png.tobytes(), capture_output=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return "", 0.0
-    words, confs = [], []
+    out = [("", 0.0)] * len(images)
+    if exe is None or not images:
+        return out
+    with tempfile.TemporaryDirectory(prefix="utilegen-ocr-") as tmp:
+        names = []
+        for i, img in enumerate(images):
+            name = f"{tmp}/{i}.png"
+            cv2.imwrite(name, img)
+            names.append(name)
+        with open(f"{tmp}/list.txt", "w") as fh:
+            fh.write("\n".join(names) + "\n")
+        try:
+            res = subprocess.run([exe, f"{tmp}/list.txt", "stdout", "--psm", str(psm), "-l",
+                                  "eng", "-c", f"tessedit_char_whitelist={_WHITELIST}", "tsv"],
+                                 capture_output=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return out
+    words: dict[int, list[str]] = {}
+    confs: dict[int, list[float]] = {}
     for line in res.stdout.decode("utf-8", "replace").splitlines()[1:]:
         parts = line.split("\t")
-        if len(parts) >= 12 and parts[11].strip():
-            words.append(parts[11].strip())
-            confs.append(max(0.0, float(parts[10])) / 100.0)
-    return " ".join(words), float(np.mean(confs)) if confs else 0.0
+        if len(parts) >= 12 and parts[11].strip() and parts[1].isdigit():
+            page = int(parts[1]) - 1
+            words.setdefault(page, []).append(parts[11].strip())
+            confs.setdefault(page, []).append(max(0.0, float(parts[10])) / 100.0)
+    for page, ws in words.items():
+        if 0 <= page < len(out):
+            out[page] = (" ".join(ws), float(np.mean(confs[page])))
+    return out
+
+
+def _line_images(gray: np.ndarray, lift: np.ndarray, glyphs: np.ndarray, thr: float,
+                 dark_ink: bool) -> list[np.ndarray]:
+    """Binarized, enlarged images of one label line for OCR (black ink on white, with a
+    white border): the glyph-masked lift at `thr` and at `SECOND_THRESHOLD` x `thr`, and
+    Otsu's threshold on the enlarged gray crop itself (ink of the given polarity).
+
+    `gray` is the line's crop of the image, `lift` the same crop of the ink-lifted image
+    (ink high), `glyphs` the glyph mask (ink components that passed `_text_lines`); the
+    crop is enlarged before it is binarized, so that glyphs keep their shape."""
+    import cv2
+
+    rows = np.flatnonzero(glyphs.any(axis=1))
+    if len(rows) == 0:
+        return []
+    f = float(np.clip(48.0 / max(1, rows[-1] - rows[0] + 1), 1.0, 8.0))
+
+    def big(a):
+        return cv2.resize(a.astype(np.float32), None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
+
+    blift = big(lift)
+    keep = cv2.resize(cv2.dilate(glyphs.astype(np.uint8), np.ones((3, 3), np.uint8)),
+                      (blift.shape[1], blift.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+    ink_sets = [(blift >= thr) & keep, (blift >= SECOND_THRESHOLD * thr) & keep]
+    # Otsu's threshold between ink and ground near the glyphs (not across the whole crop,
+    # where a particle would set it)
+    bgray = np.clip(big(gray), 0, 255).astype(np.uint8)
+    near = cv2.dilate(keep.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    if near.sum() > 16:
+        t, _ = cv2.threshold(bgray[near].reshape(1, -1), 0, 255,
+                             cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        ink_sets.append(((bgray <= t) if dark_ink else (bgray > t)) & keep)
+    imgs = [np.where(ink, 0, 255).astype(np.uint8) for ink in ink_sets]
+    # and the lift itself in gray levels (ground white, ink black from twice `thr`), glyph
+    # edges kept soft: Tesseract's line recognizer reads gray images
+    soft = np.clip(255.0 * (1.0 - blift / (2.0 * thr)), 0, 255)
+    imgs.append(np.where(keep, soft, 255).astype(np.uint8))
+    return [cv2.copyMakeBorder(img, 30, 30, 30, 30, cv2.BORDER_CONSTANT, value=255)
+            for img in imgs]
 
 
 def _text_lines(ink: np.ndarray):
@@ -243,10 +289,28 @@ def _unit(text: str) -> str | None:
     return None
 
 
-def _read_label(g: np.ndarray, cand: dict) -> dict | None:
-    """The label next to a bar: OCR of the text lines in a window around it (see the two
-    binarizations below); the most confident reading, halved when another confident
-    reading disagrees."""
+def _local_ground(g: np.ndarray, cand: dict) -> float:
+    """The background level right around a bar: the rows just above and below it over its
+    length (a label box's ground when the bar sits in one, not the image's)."""
+    h = g.shape[0]
+    r0, c0, r1, c1 = cand["bar"]
+    k = max(3, r1 - r0)
+    band = np.concatenate([g[max(0, r0 - 2 - k):max(0, r0 - 2), c0:c1].ravel(),
+                           g[min(h, r1 + 2):min(h, r1 + 2 + k), c0:c1].ravel()])
+    return float(np.median(band)) if band.size else float(np.median(g))
+
+
+def _label_lines(g: np.ndarray, cand: dict) -> list[dict]:
+    """The text lines near a bar that may be its label, each with the images to OCR.
+
+    Ink is told from ground three ways, each giving its own lines: against the *local*
+    background (top-hat / black-hat with a kernel wider than a stroke: text crossing a
+    particle's edge), against the ground around the bar (text on noisy flat ground), and
+    ink of the other polarity (a dark label over a light bar, as some journals draw them).
+    Lines found by several are pooled (see `_score_line`).
+    """
+    import cv2
+
     h, w = g.shape
     r0, c0, r1, c1 = cand["extent"]
     length = c1 - c0
@@ -256,23 +320,22 @@ def _read_label(g: np.ndarray, cand: dict) -> dict | None:
     win = g[wr0:wr1, wc0:wc1].astype(np.float32)
     b0, b1, b2, b3 = cand["bar"]
     bar_level = float(np.median(g[b0:b2, b1:b3]))
-    ground = float(np.median(win))
+    ground = _local_ground(g, cand)
     if abs(bar_level - ground) < 40:
-        return None
-    import cv2
-
+        return []
     contrast = abs(bar_level - ground)
-    sign = 1.0 if cand["light"] else -1.0
-    # Two ways to tell ink from ground, each read on its own: against the *local*
-    # background (top-hat / black-hat with a kernel wider than a stroke: text crossing a
-    # particle's edge), and against the window's median (text on noisy flat ground)
-    op = cv2.MORPH_TOPHAT if cand["light"] else cv2.MORPH_BLACKHAT
-    variants = [(cv2.morphologyEx(win, op, np.ones((21, 21), np.uint8)),
-                 LOCAL_CONTRAST * contrast),
-                (np.clip(sign * (win - ground), 0, None).astype(np.float32), 0.5 * contrast)]
+    light = cand["light"]
+    sign = 1.0 if light else -1.0
+    kernel = np.ones((21, 21), np.uint8)
+    op, op_other = ((cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT) if light
+                    else (cv2.MORPH_BLACKHAT, cv2.MORPH_TOPHAT))
+    variants = [(cv2.morphologyEx(win, op, kernel), LOCAL_CONTRAST * contrast, not light),
+                (np.clip(sign * (win - ground), 0, None).astype(np.float32), 0.5 * contrast,
+                 not light),
+                (cv2.morphologyEx(win, op_other, kernel), LOCAL_CONTRAST * contrast, light)]
     bar_cy, bar_cx = (r0 + r1) / 2 - wr0, (c0 + c1) / 2 - wc0
-    items = []
-    for lift, thr in variants:
+    found = []
+    for lift, thr, dark_ink in variants:
         ink = lift >= thr
         ink[r0 - wr0:r1 - wr0, c0 - wc0:c1 - wc0] = False  # the bar is not text
         boxes, glyphs = _text_lines(ink)
@@ -280,13 +343,94 @@ def _read_label(g: np.ndarray, cand: dict) -> dict | None:
                                                      (b[1] + b[3]) / 2 - bar_cx))
         for lr0, lc0, lr1, lc1 in lines[:3]:
             crop = (slice(max(0, lr0 - 3), lr1 + 3), slice(max(0, lc0 - 3), lc1 + 3))
-            item = _read_line(lift[crop], glyphs[crop], thr)
-            if item is None:
+            images = _line_images(win[crop], lift[crop], glyphs[crop], thr, dark_ink)
+            if not images:
                 continue
-            item["dist"] = float(np.hypot(((lr0 + lr1) / 2 - bar_cy) / max(1.0, length),
-                                          ((lc0 + lc1) / 2 - bar_cx) / max(1.0, length)))
-            item["box"] = (lr0 + wr0, lc0 + wc0, lr1 + wr0, lc1 + wc0)
-            items.append(item)
+            n_glyphs = _tall_glyphs(glyphs[crop])
+            found.append({
+                "dist": float(np.hypot(((lr0 + lr1) / 2 - bar_cy) / max(1.0, length),
+                                       ((lc0 + lc1) / 2 - bar_cx) / max(1.0, length))),
+                "box": (lr0 + wr0, lc0 + wc0, lr1 + wr0, lc1 + wc0),
+                "images": images, "n_glyphs": [n_glyphs]})
+    # pool the lines different binarizations found in the same place
+    pooled: list[dict] = []
+    for line in found:
+        for other in pooled:
+            if _iou(line["box"], other["box"]) > 0.5:
+                other["images"] += line["images"]
+                other["n_glyphs"] += line["n_glyphs"]
+                other["dist"] = min(other["dist"], line["dist"])
+                break
+        else:
+            pooled.append(dict(line))
+    return pooled
+
+
+def _tall_glyphs(glyphs: np.ndarray) -> int:
+    """How many glyphs in a line stand at least 0.4 of its height: digits and letters, not
+    dots, specks or a particle's edge running under the text."""
+    import cv2
+
+    n, _, stats, _ = cv2.connectedComponentsWithStats(glyphs.astype(np.uint8), connectivity=8)
+    heights = stats[1:, cv2.CC_STAT_HEIGHT]
+    if len(heights) == 0:
+        return 0
+    return int(np.sum(heights >= 0.4 * np.percentile(heights, 90)))
+
+
+def _iou(a, b) -> float:
+    ih = min(a[2], b[2]) - max(a[0], b[0])
+    iw = min(a[3], b[3]) - max(a[1], b[1])
+    if ih <= 0 or iw <= 0:
+        return 0.0
+    inter = ih * iw
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / area
+
+
+def _score_line(line: dict, texts: list[tuple[str, float]]) -> dict | None:
+    """One text line's reading with its confidence, or None when it is not a label.
+
+    The line was binarized several ways; each image was read on its own, and the readings
+    vote. A value read from one set of pixels only, or contradicted by a comparable number
+    of other readings, is not trusted (a "1" read as "4" or "7" from one set of pixels is
+    rarely read the same way from another)."""
+    votes: dict[tuple[float, str], list] = {}
+    for text, ocr_conf in texts:
+        reading = _parse(text)
+        if reading is not None:
+            votes.setdefault((reading[0], reading[1]), []).append((reading, text, ocr_conf))
+    if not votes:
+        return None
+    key = max(votes, key=lambda k: (len(votes[k]), sum(v[2] for v in votes[k])))
+    top = votes[key]
+    # Tesseract's own word confidence says little for whitelisted glyphs; the checks
+    # below (other readings agree, as many glyphs as characters, a round value) carry
+    # most of the weight
+    conf = 0.5 + 0.5 * float(np.mean([v[2] for v in top]))
+    # the top reading must have a second one, a majority of all readings with a digit
+    # ("00 nm" beside "400 nm" and "100 nm" says the first digit is unsure), and no rival
+    # half as strong
+    rival = max((len(v) for k, v in votes.items() if k != key), default=0)
+    n_digits = sum(bool(re.search(r"\d", text)) for text, _ in texts)
+    if len(top) < 2 or len(top) <= 0.5 * n_digits or rival >= 0.5 * len(top):
+        conf *= 0.5
+    # as many glyphs in the line as characters read (a dropped "0" is a wrong value)
+    reading, text, _ = max(top, key=lambda v: v[2])
+    n_chars = len(re.sub(r"[\s.,]", "", reading[3]))
+    if not any(n_chars - 1 <= n <= n_chars + 1 for n in line["n_glyphs"]):
+        conf *= 0.4
+    if all(v[0][2] for v in top):
+        conf *= 0.85  # the µ was inferred, not read
+    value, unit, _, matched = reading
+    return {"text": matched, "value": value, "unit": unit, "conf": conf,
+            "dist": line["dist"], "box": line["box"], "votes": len(top), "of": len(texts)}
+
+
+def _read_label(lines: list[dict]) -> dict | None:
+    """The label next to a bar among its scored text lines: the most confident reading,
+    halved when another confident reading disagrees."""
+    items = [line for line in lines if line is not None]
     if not items:
         return None
     best = max(items, key=lambda t: (round(t["conf"], 3), -t["dist"]))
@@ -294,41 +438,13 @@ def _read_label(g: np.ndarray, cand: dict) -> dict | None:
     def overlap(a, b):
         return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
 
-    # the same text read differently (with comparable confidence) by the other
-    # binarization, or another confident label elsewhere: do not pretend to know which
+    # the same text read differently (with comparable confidence), or another confident
+    # label elsewhere: do not pretend to know which
     if any((t["value"], t["unit"]) != (best["value"], best["unit"])
            and ((overlap(t["box"], best["box"]) and t["conf"] >= 0.5 * best["conf"])
                 or t["conf"] >= MIN_CONFIDENCE) for t in items):
         best = {**best, "conf": best["conf"] * 0.5}
     return best
-
-
-def _read_line(lift: np.ndarray, glyphs: np.ndarray, thr: float) -> dict | None:
-    """One text line's reading with its confidence, or None when it is not a label."""
-    import cv2
-
-    text, ocr_conf = _ocr_line(lift, glyphs, thr, True)
-    reading = _parse(text)
-    if reading is None:
-        return None
-    # Tesseract's own word confidence says little for whitelisted glyphs; the checks
-    # below (a second reading agrees, as many glyphs as characters, a round value)
-    # carry most of the weight
-    conf = 0.5 + 0.5 * ocr_conf
-    value, unit, inferred, matched = reading
-    # a second reading, binarized at a lower threshold, must agree: a "1" read as "4"
-    # or "7" from one set of pixels is rarely read the same way from another
-    second = _parse(_ocr_line(lift, glyphs, SECOND_THRESHOLD * thr, True)[0])
-    if second is None or abs(second[0] - value) > 1e-9 or second[1] != unit:
-        conf *= 0.5
-    # as many glyphs in the line as characters read (a dropped "0" is a wrong value)
-    n_glyphs = cv2.connectedComponents(glyphs.astype(np.uint8), connectivity=8)[0] - 1
-    n_chars = len(text.replace(" ", ""))
-    if not n_chars - 1 <= n_glyphs <= n_chars + 1:
-        conf *= 0.4
-    if inferred:
-        conf *= 0.85  # the µ was inferred, not read
-    return {"text": matched, "value": value, "unit": unit, "conf": conf}
 
 
 def _parse(text: str):
@@ -344,6 +460,22 @@ def _parse(text: str):
     if unit is None or value <= 0:
         return None
     return value, unit, m.group(2).lower() == "m", m.group(0)
+
+
+def _box_ground(c: dict, cands: list[dict]) -> bool:
+    """Whether candidate `c` is a strip of a label box's ground rather than a bar: a bar
+    of the other polarity lies right above or below it, inside its columns (a black bar
+    in a white box leaves white strips above and below it that look like bars)."""
+    r0, c0, r1, c1 = c["bar"]
+    for o in cands:
+        if o["light"] == c["light"]:
+            continue
+        q0, d0, q1, d1 = o["bar"]
+        gap = max(q0 - r1, r0 - q1)
+        if (d0 >= c0 + 2 and d1 <= c1 - 2 and gap <= max(6, r1 - r0) and o["thick"] >= 2
+                and o["length"] >= 0.4 * c["length"]):
+            return True
+    return False
 
 
 def find_scale_bar(image) -> ScaleBar | None:
@@ -364,15 +496,27 @@ def find_scale_bar(image) -> ScaleBar | None:
     cands = _bar_candidates(g, True) + _bar_candidates(g, False)
     if not cands:
         return None
-    # bars of micrographs sit near an edge: prefer the lowest / most peripheral ones
+    cands = [c for c in cands if not _box_ground(c, cands)]
+    if not cands:
+        return None
+
+    # bars of micrographs sit near the bottom or top edge, in a corner: prefer those; a
+    # one-pixel line without ticks, or a run shorter than 4 % of the width, comes last
     def where(c):
         r0, c0, r1, c1 = c["bar"]
-        return min(r0, h - r1, c0, w - c1) / max(h, w)
+        weak = (c["thick"] < 2 and not c["ticks"]) or c["length"] < 0.04 * w
+        return (weak, min(r0, h - r1) / h + 0.3 * min(c0, w - c1) / w)
 
     cands.sort(key=where)
+    cands = cands[:6]
+    # every candidate's label lines, all read in one Tesseract run
+    lines = [_label_lines(g, cand) for cand in cands]
+    images = [img for ls in lines for line in ls for img in line["images"]]
+    texts = iter(_ocr_batch(images))
     readings = []
-    for cand in cands[:6]:
-        label = _read_label(g, cand)
+    for cand, ls in zip(cands, lines):
+        scored = [_score_line(line, [next(texts) for _ in line["images"]]) for line in ls]
+        label = _read_label(scored)
         if label is not None and label["dist"] < 1.5:
             readings.append((cand, label))
     if not readings:
@@ -382,8 +526,10 @@ def find_scale_bar(image) -> ScaleBar | None:
     cand, label = min(readings, key=lambda t: (t[1]["dist"], -t[1]["conf"]))
     nm = label["value"] * _UNIT_NM[label["unit"]] / cand["length"]
     confidence = label["conf"]
+    # the same label read next to another bar says nothing more (the nearer bar has it)
     others = {round(lab["value"] * _UNIT_NM[lab["unit"]] / c["length"], 6)
-              for c, lab in readings if c is not cand}
+              for c, lab in readings
+              if c is not cand and _iou(lab["box"], label["box"]) < 0.3}
     if any(abs(o - nm) > 0.02 * nm for o in others):
         confidence *= 0.5  # two bars that disagree: do not pretend to know which
     if not _round_number(label["value"]):
