@@ -30,6 +30,9 @@ Designs (the images each uses, all fixed by seeds):
 * ``t3``: per class (sphere / cube / rod), shuffled with seed 1: the first half (at most
   20) trains, the next (at most 30) evaluates. scratch-real and finetune-mixed.
 
+Settings are chosen with ``--select``: the cell's training images, scored on 20 sphere
+images that no cell trains or evaluates on (`selection_ids`), never on the evaluation sets.
+
     nohup .venv/bin/python benchmarks/adapt.py --minutes 10 --out benchmarks/adapt_results.json \\
         > /tmp/adapt.log 2>&1 &
     .venv/bin/python benchmarks/adapt.py --table benchmarks/adapt_results.json
