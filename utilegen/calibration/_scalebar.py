@@ -35,7 +35,7 @@ MIN_CONFIDENCE = 0.6
 
 # number, optional space, unit; OCR spellings of µ (u, µ, μ, p, j, y, ju, pu) all mean micro
 # a lone "m" is a µ the OCR dropped (no micrograph has a scale bar in metres)
-_LABEL = re.compile(r"(\d+(?:[.,]\d+)?)\s?(nm|[uµμpjy]{1,2}m|mm|Å|m)(?![a-z])", re.IGNORECASE)
+_LABEL = re.compile(r"(\d+(?:[.,]\d+)?)\s*(nm|[uµμpjy]{1,2}m|mm|Å|m)(?![a-z])", re.IGNORECASE)
 _UNIT_NM = {"nm": 1.0, "µm": 1e3, "mm": 1e6, "Å": 0.1}
 
 
@@ -80,7 +80,7 @@ def _runs(mask: np.ndarray, min_len: int, max_len: int):
     return sr[keep], sc[keep], ec[keep]
 
 
-def _bar_candidates(g: np.ndarray, light: bool) -> list[dict]:
+def _bar_candidates(g: np.ndarray, light: bool, level: int | None = None) -> list[dict]:
     """Horizontal bars of one polarity: rectangles of rows whose runs start and end at the
     same columns (solid bars 1-8 % of the image high, and the lines of tick-ended bars),
     with no ink of the same polarity over most of their length right above and below
@@ -88,10 +88,10 @@ def _bar_candidates(g: np.ndarray, light: bool) -> list[dict]:
     hide it, as they would in a connected-component test."""
     h, w = g.shape
     if light:
-        level = max(200, int(np.percentile(g, 99.9)) - 25)
+        level = max(200, int(np.percentile(g, 99.9)) - 25) if level is None else level
         mask = g >= level
     else:
-        level = min(55, int(np.percentile(g, 0.1)) + 25)
+        level = min(55, int(np.percentile(g, 0.1)) + 25) if level is None else level
         mask = g <= level
     rows, c0s, c1s = _runs(mask, max(12, int(0.03 * w)), int(0.9 * w))
     groups: list[list[int]] = []  # [row0, row1 (last), col0, col1]
@@ -127,7 +127,43 @@ def _bar_candidates(g: np.ndarray, light: bool) -> list[dict]:
         tr1 = min(h, r1 + 9) if ticks else r1 + 1
         out.append({"bar": (r0, bc0, r1 + 1, bc1), "extent": (tr0, bc0, tr1, bc1),
                     "length": float(bc1 - bc0), "thick": thick, "light": light,
-                    "ticks": ticks, "level": level})
+                    "ticks": ticks, "level": level, "end_ticks": (bool(ends[0]), bool(ends[1])),
+                    "blank": [(tr0, bc0, tr1, bc1)]})
+    split = _split_bars(out, h)
+    used = {id(seg) for bar in split for seg in bar.pop("segments")}
+    return [c for c in out if id(c) not in used] + split
+
+
+def _split_bars(segments: list[dict], h: int) -> list[dict]:
+    """Bars whose label sits inside the line ("|---- 200 nm ----|", the FEI data bar): two
+    collinear segments of about the same length with a tick at each outer end (or, without
+    ticks, of the same length within 10 %), the gap between them shorter than either. Only
+    the segments are blanked as "not text"."""
+    out = []
+    for a in segments:
+        if a["end_ticks"][1] or a["thick"] > 3:
+            continue
+        for b in segments:
+            if b is a or b["light"] != a["light"] or b["end_ticks"][0]:
+                continue
+            if abs(a["bar"][0] - b["bar"][0]) > 1 or abs(a["bar"][2] - b["bar"][2]) > 1:
+                continue
+            gap = b["bar"][1] - a["bar"][3]
+            la, lb = a["length"], b["length"]
+            # outer ticks, or (where blur hides them) two halves of the same length
+            ticked = a["end_ticks"][0] and b["end_ticks"][1]
+            if not (0 < gap <= min(la, lb)
+                    and (0.7 if ticked else 0.9) <= la / lb <= (1.4 if ticked else 1.1)):
+                continue
+            r0, c0 = min(a["bar"][0], b["bar"][0]), a["bar"][1]
+            r1, c1 = max(a["bar"][2], b["bar"][2]), b["bar"][3]
+            tr0, tr1 = max(0, r0 - 8), min(h, r1 + 8)
+            out.append({"bar": (r0, c0, r1, c1), "extent": (tr0, c0, tr1, c1),
+                        "length": float(c1 - c0), "thick": max(a["thick"], b["thick"]),
+                        "light": a["light"], "ticks": True, "level": a["level"],
+                        "end_ticks": (True, True),
+                        "blank": [(tr0, c0, tr1, a["bar"][3] + 1),
+                                  (tr0, b["bar"][1] - 1, tr1, c1)], "segments": (a, b)})
     return out
 
 
@@ -150,7 +186,9 @@ def _half_maximum_ends(g: np.ndarray, row: int, c0: int, c1: int, light: bool) -
     return a, b
 
 
-_WHITELIST = "0123456789.,nmuµμ "
+# "p": Tesseract reads many a µ as "p" when it may ("1pm"), and drops it when it may not
+# ("1m"); no micrograph is labelled in picometres, so "pm" means µm (see `_LABEL`)
+_WHITELIST = "0123456789.,nmuµμp "
 
 
 def _ocr_batch(images: list[np.ndarray], psm: int = 7) -> list[tuple[str, float]]:
@@ -337,7 +375,8 @@ def _label_lines(g: np.ndarray, cand: dict) -> list[dict]:
     found = []
     for lift, thr, dark_ink in variants:
         ink = lift >= thr
-        ink[r0 - wr0:r1 - wr0, c0 - wc0:c1 - wc0] = False  # the bar is not text
+        for q0, d0, q1, d1 in cand["blank"]:  # the bar is not text
+            ink[max(0, q0 - wr0):max(0, q1 - wr0), max(0, d0 - wc0):max(0, d1 - wc0)] = False
         boxes, glyphs = _text_lines(ink)
         lines = sorted(boxes, key=lambda b: np.hypot((b[0] + b[2]) / 2 - bar_cy,
                                                      (b[1] + b[3]) / 2 - bar_cx))
@@ -449,17 +488,43 @@ def _read_label(lines: list[dict]) -> dict | None:
 
 def _parse(text: str):
     """``(value, unit, µ inferred, matched text)`` of a label, or None."""
+    # a stray "." or "," not between digits is a speck ("1.0. um", ".5 nm" is not 0.5)
+    text = re.sub(r"(?<!\d)[.,]|[.,](?!\d)", " ", text)
     m = _LABEL.search(text)
     if not m:
         return None
     unit = _unit(m.group(2))
     number = m.group(1)
+    if re.match(r"0\d", number):
+        return None  # "03": no label has a leading zero but "0.5"; a "." or digit was lost
     if re.fullmatch(r"\d{1,3}(,\d{3})+", number):
         number = number.replace(",", "")  # "1,000 nm": a thousands separator
     value = float(number.replace(",", "."))  # "1,5 µm": a decimal comma
     if unit is None or value <= 0:
         return None
-    return value, unit, m.group(2).lower() == "m", m.group(0)
+    return value, unit, m.group(2).lower() == "m", re.sub(r"\s+", " ", m.group(0))
+
+
+def _data_bar_candidates(g: np.ndarray) -> list[dict]:
+    """Bars along the bottom edge (where instrument data bars are), found at a level
+    halfway between the bottom strip's commonest gray and its brightest (darkest) ink:
+    there the bar is often a gray line (155 on 44 in an FEI footer) that the image-wide
+    level misses."""
+    top = int(0.8 * g.shape[0])
+    sub = g[top:]
+    ground = int(np.bincount(sub.ravel(), minlength=256).argmax())
+    out = []
+    for light in (True, False):
+        ink = float(np.percentile(sub, 99.5 if light else 0.5))
+        if abs(ink - ground) < 60:
+            continue
+        for c in _bar_candidates(sub, light, level=int(round((ink + ground) / 2))):
+            def shift(box):
+                return (box[0] + top, box[1], box[2] + top, box[3])
+            c["bar"], c["extent"] = shift(c["bar"]), shift(c["extent"])
+            c["blank"] = [shift(b) for b in c["blank"]]
+            out.append(c)
+    return out
 
 
 def _box_ground(c: dict, cands: list[dict]) -> bool:
@@ -494,8 +559,10 @@ def find_scale_bar(image) -> ScaleBar | None:
     g = to_uint8_full_range(g)
     h, w = g.shape
     cands = _bar_candidates(g, True) + _bar_candidates(g, False)
-    if not cands:
-        return None
+    for c in _data_bar_candidates(g):
+        if not any(o["light"] == c["light"] and max(abs(a - b) for a, b in zip(o["bar"], c["bar"])) <= 2
+                   for o in cands):
+            cands.append(c)
     cands = [c for c in cands if not _box_ground(c, cands)]
     if not cands:
         return None
@@ -529,7 +596,7 @@ def find_scale_bar(image) -> ScaleBar | None:
     # the same label read next to another bar says nothing more (the nearer bar has it)
     others = {round(lab["value"] * _UNIT_NM[lab["unit"]] / c["length"], 6)
               for c, lab in readings
-              if c is not cand and _iou(lab["box"], label["box"]) < 0.3}
+              if c is not cand and _iou(lab["box"], label["box"]) == 0}
     if any(abs(o - nm) > 0.02 * nm for o in others):
         confidence *= 0.5  # two bars that disagree: do not pretend to know which
     if not _round_number(label["value"]):
