@@ -189,18 +189,20 @@ def _half_maximum_ends(g: np.ndarray, row: int, c0: int, c1: int, light: bool) -
 # "p": Tesseract reads many a µ as "p" when it may ("1pm"), and drops it when it may not
 # ("1m"); no micrograph is labelled in picometres, so "pm" means µm (see `_LABEL`)
 _WHITELIST = "0123456789.,nmuµμp "
+_BORDER = 30  # white margin around a line image for OCR, px
 
 
-def _ocr_batch(images: list[np.ndarray], psm: int = 7) -> list[tuple[str, float]]:
-    """Text and confidence (0-1) Tesseract reads in each of `images` (binarized label
-    lines, black ink on white), all in one run: Tesseract reads a list of files with its
-    model loaded once, about five times faster than one run per image."""
+def _ocr_batch(images: list[np.ndarray], psm: int = 7) -> list[tuple[str, float, tuple]]:
+    """Text, confidence (0-1) and the columns its words span (x0, x1) Tesseract reads in
+    each of `images` (label lines, black ink on white), all in one run: Tesseract reads a
+    list of files with its model loaded once, about five times faster than one run per
+    image."""
     import tempfile
 
     import cv2
 
     exe = _tesseract()
-    out = [("", 0.0)] * len(images)
+    out = [("", 0.0, (0, 0))] * len(images)
     if exe is None or not images:
         return out
     with tempfile.TemporaryDirectory(prefix="utilegen-ocr-") as tmp:
@@ -219,15 +221,19 @@ def _ocr_batch(images: list[np.ndarray], psm: int = 7) -> list[tuple[str, float]
             return out
     words: dict[int, list[str]] = {}
     confs: dict[int, list[float]] = {}
+    spans: dict[int, list[int]] = {}
     for line in res.stdout.decode("utf-8", "replace").splitlines()[1:]:
         parts = line.split("\t")
         if len(parts) >= 12 and parts[11].strip() and parts[1].isdigit():
             page = int(parts[1]) - 1
             words.setdefault(page, []).append(parts[11].strip())
             confs.setdefault(page, []).append(max(0.0, float(parts[10])) / 100.0)
+            x0, x1 = int(parts[6]), int(parts[6]) + int(parts[8])
+            span = spans.setdefault(page, [x0, x1])
+            span[:] = [min(span[0], x0), max(span[1], x1)]
     for page, ws in words.items():
         if 0 <= page < len(out):
-            out[page] = (" ".join(ws), float(np.mean(confs[page])))
+            out[page] = (" ".join(ws), float(np.mean(confs[page])), tuple(spans[page]))
     return out
 
 
@@ -267,8 +273,8 @@ def _line_images(gray: np.ndarray, lift: np.ndarray, glyphs: np.ndarray, thr: fl
     # edges kept soft: Tesseract's line recognizer reads gray images
     soft = np.clip(255.0 * (1.0 - blift / (2.0 * thr)), 0, 255)
     imgs.append(np.where(keep, soft, 255).astype(np.uint8))
-    return [cv2.copyMakeBorder(img, 30, 30, 30, 30, cv2.BORDER_CONSTANT, value=255)
-            for img in imgs]
+    return [(cv2.copyMakeBorder(img, _BORDER, _BORDER, _BORDER, _BORDER, cv2.BORDER_CONSTANT,
+                                value=255), glyphs, f) for img in imgs]
 
 
 def _text_lines(ink: np.ndarray):
@@ -341,21 +347,21 @@ def _local_ground(g: np.ndarray, cand: dict) -> float:
 def _label_lines(g: np.ndarray, cand: dict) -> list[dict]:
     """The text lines near a bar that may be its label, each with the images to OCR.
 
-    Ink is told from ground three ways, each giving its own lines: against the *local*
-    background (top-hat / black-hat with a kernel wider than a stroke: text crossing a
-    particle's edge), against the ground around the bar (text on noisy flat ground), and
-    ink of the other polarity (a dark label over a light bar, as some journals draw them).
-    Lines found by several are pooled (see `_score_line`).
+    Looked for in two windows: around the bar (0.6 of its length to the left, 0.9 to the
+    right), and, for a label beside a short bar or in its own box, a wider one (0.3 and 0.4
+    of the image width); distances are measured in units of the bar's length, at least a
+    fifth of the image width. In each, ink is told from ground three ways, each giving its
+    own lines: against the *local* background (top-hat / black-hat with a kernel wider
+    than a stroke: text crossing a particle's edge), against the ground around the bar
+    (text on noisy flat ground), and ink of the other polarity (a dark label over a light
+    bar, as some journals draw them). Lines found by several are pooled (see
+    `_score_line`); the wider window adds only lines that reach beyond the narrower one.
     """
     import cv2
 
     h, w = g.shape
     r0, c0, r1, c1 = cand["extent"]
     length = c1 - c0
-    pad_r = int(max(40, 5 * (r1 - r0), 0.65 * length))
-    wr0, wr1 = max(0, r0 - pad_r), min(h, r1 + pad_r)
-    wc0, wc1 = max(0, c0 - int(0.6 * length)), min(w, c1 + int(0.9 * length))
-    win = g[wr0:wr1, wc0:wc1].astype(np.float32)
     b0, b1, b2, b3 = cand["bar"]
     bar_level = float(np.median(g[b0:b2, b1:b3]))
     ground = _local_ground(g, cand)
@@ -367,37 +373,50 @@ def _label_lines(g: np.ndarray, cand: dict) -> list[dict]:
     kernel = np.ones((21, 21), np.uint8)
     op, op_other = ((cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT) if light
                     else (cv2.MORPH_BLACKHAT, cv2.MORPH_TOPHAT))
-    variants = [(cv2.morphologyEx(win, op, kernel), LOCAL_CONTRAST * contrast, not light),
-                (np.clip(sign * (win - ground), 0, None).astype(np.float32), 0.5 * contrast,
-                 not light),
-                (cv2.morphologyEx(win, op_other, kernel), LOCAL_CONTRAST * contrast, light)]
-    bar_cy, bar_cx = (r0 + r1) / 2 - wr0, (c0 + c1) / 2 - wc0
-    found = []
-    for lift, thr, dark_ink in variants:
-        ink = lift >= thr
-        for q0, d0, q1, d1 in cand["blank"]:  # the bar is not text
-            ink[max(0, q0 - wr0):max(0, q1 - wr0), max(0, d0 - wc0):max(0, d1 - wc0)] = False
-        boxes, glyphs = _text_lines(ink)
-        lines = sorted(boxes, key=lambda b: np.hypot((b[0] + b[2]) / 2 - bar_cy,
-                                                     (b[1] + b[3]) / 2 - bar_cx))
-        for lr0, lc0, lr1, lc1 in lines[:3]:
-            crop = (slice(max(0, lr0 - 3), lr1 + 3), slice(max(0, lc0 - 3), lc1 + 3))
-            images = _line_images(win[crop], lift[crop], glyphs[crop], thr, dark_ink)
-            if not images:
-                continue
-            n_glyphs = _tall_glyphs(glyphs[crop])
-            found.append({
-                "dist": float(np.hypot(((lr0 + lr1) / 2 - bar_cy) / max(1.0, length),
-                                       ((lc0 + lc1) / 2 - bar_cx) / max(1.0, length))),
-                "box": (lr0 + wr0, lc0 + wc0, lr1 + wr0, lc1 + wc0),
-                "images": images, "n_glyphs": [n_glyphs]})
-    # pool the lines different binarizations found in the same place
+    pad_r = int(max(40, 5 * (r1 - r0), 0.65 * length))
+    wr0, wr1 = max(0, r0 - pad_r), min(h, r1 + pad_r)
+    unit = max(1.0, length, 0.2 * w)
+    windows = [(max(0, c0 - int(0.6 * length)), min(w, c1 + int(0.9 * length)))]
+    wide = (max(0, c0 - int(max(0.6 * length, 0.3 * w))),
+            min(w, c1 + int(max(0.9 * length, 0.4 * w))))
+    if wide != windows[0]:
+        windows.append(wide)
+    found: list[dict] = []
+    for wc0, wc1 in windows:
+        win = g[wr0:wr1, wc0:wc1].astype(np.float32)
+        variants = [(cv2.morphologyEx(win, op, kernel), LOCAL_CONTRAST * contrast, not light),
+                    (np.clip(sign * (win - ground), 0, None).astype(np.float32),
+                     0.5 * contrast, not light),
+                    (cv2.morphologyEx(win, op_other, kernel), LOCAL_CONTRAST * contrast,
+                     light)]
+        bar_cy, bar_cx = (r0 + r1) / 2 - wr0, (c0 + c1) / 2 - wc0
+        seen = windows[0] if (wc0, wc1) != windows[0] else None
+        for lift, thr, dark_ink in variants:
+            ink = lift >= thr
+            for q0, d0, q1, d1 in cand["blank"]:  # the bar is not text
+                ink[max(0, q0 - wr0):max(0, q1 - wr0),
+                    max(0, d0 - wc0):max(0, d1 - wc0)] = False
+            boxes, glyphs = _text_lines(ink)
+            lines = sorted(boxes, key=lambda b: np.hypot((b[0] + b[2]) / 2 - bar_cy,
+                                                         (b[1] + b[3]) / 2 - bar_cx))
+            for lr0, lc0, lr1, lc1 in lines[:3]:
+                box = (lr0 + wr0, lc0 + wc0, lr1 + wr0, lc1 + wc0)
+                if seen is not None and seen[0] <= box[1] and box[3] <= seen[1]:
+                    continue  # inside the narrower window: read there already
+                crop = (slice(max(0, lr0 - 3), lr1 + 3), slice(max(0, lc0 - 3), lc1 + 3))
+                images = _line_images(win[crop], lift[crop], glyphs[crop], thr, dark_ink)
+                if not images:
+                    continue
+                found.append({
+                    "dist": float(np.hypot(((lr0 + lr1) / 2 - bar_cy) / unit,
+                                           ((lc0 + lc1) / 2 - bar_cx) / unit)),
+                    "box": box, "images": images, "window": (wc0, wc1)})
+    # pool the lines different binarizations found in the same place (of one window)
     pooled: list[dict] = []
     for line in found:
         for other in pooled:
-            if _iou(line["box"], other["box"]) > 0.5:
+            if _iou(line["box"], other["box"]) > 0.5 and line["window"] == other["window"]:
                 other["images"] += line["images"]
-                other["n_glyphs"] += line["n_glyphs"]
                 other["dist"] = min(other["dist"], line["dist"])
                 break
         else:
@@ -405,16 +424,19 @@ def _label_lines(g: np.ndarray, cand: dict) -> list[dict]:
     return pooled
 
 
-def _tall_glyphs(glyphs: np.ndarray) -> int:
-    """How many glyphs in a line stand at least 0.4 of its height: digits and letters, not
-    dots, specks or a particle's edge running under the text."""
+def _tall_glyphs(glyphs: np.ndarray, c0: float = -np.inf, c1: float = np.inf) -> int:
+    """How many glyphs in a line, centred between columns `c0` and `c1`, stand at least 0.4
+    of its height: digits and letters, not dots, specks or a particle's edge running under
+    the text."""
     import cv2
 
-    n, _, stats, _ = cv2.connectedComponentsWithStats(glyphs.astype(np.uint8), connectivity=8)
+    n, _, stats, cent = cv2.connectedComponentsWithStats(glyphs.astype(np.uint8),
+                                                         connectivity=8)
     heights = stats[1:, cv2.CC_STAT_HEIGHT]
     if len(heights) == 0:
         return 0
-    return int(np.sum(heights >= 0.4 * np.percentile(heights, 90)))
+    inside = (cent[1:, 0] >= c0) & (cent[1:, 0] <= c1)
+    return int(np.sum((heights >= 0.4 * np.percentile(heights, 90)) & inside))
 
 
 def _iou(a, b) -> float:
@@ -435,10 +457,12 @@ def _score_line(line: dict, texts: list[tuple[str, float]]) -> dict | None:
     of other readings, is not trusted (a "1" read as "4" or "7" from one set of pixels is
     rarely read the same way from another)."""
     votes: dict[tuple[float, str], list] = {}
-    for text, ocr_conf in texts:
+    for (text, ocr_conf, span), (_, glyphs, f) in zip(texts, line["images"]):
         reading = _parse(text)
         if reading is not None:
-            votes.setdefault((reading[0], reading[1]), []).append((reading, text, ocr_conf))
+            # the tall glyphs under the words read (in the crop's columns)
+            n = _tall_glyphs(glyphs, (span[0] - _BORDER) / f - 1, (span[1] - _BORDER) / f + 1)
+            votes.setdefault((reading[0], reading[1]), []).append((reading, text, ocr_conf, n))
     if not votes:
         return None
     key = max(votes, key=lambda k: (len(votes[k]), sum(v[2] for v in votes[k])))
@@ -451,13 +475,13 @@ def _score_line(line: dict, texts: list[tuple[str, float]]) -> dict | None:
     # ("00 nm" beside "400 nm" and "100 nm" says the first digit is unsure), and no rival
     # half as strong
     rival = max((len(v) for k, v in votes.items() if k != key), default=0)
-    n_digits = sum(bool(re.search(r"\d", text)) for text, _ in texts)
+    n_digits = sum(bool(re.search(r"\d", t[0])) for t in texts)
     if len(top) < 2 or len(top) <= 0.5 * n_digits or rival >= 0.5 * len(top):
         conf *= 0.5
     # as many glyphs in the line as characters read (a dropped "0" is a wrong value)
-    reading, text, _ = max(top, key=lambda v: v[2])
+    reading = max(top, key=lambda v: v[2])[0]
     n_chars = len(re.sub(r"[\s.,]", "", reading[3]))
-    if not any(n_chars - 1 <= n <= n_chars + 1 for n in line["n_glyphs"]):
+    if not any(n_chars - 1 <= v[3] <= n_chars + 1 for v in top):
         conf *= 0.4
     if all(v[0][2] for v in top):
         conf *= 0.85  # the µ was inferred, not read
@@ -478,10 +502,12 @@ def _read_label(lines: list[dict]) -> dict | None:
         return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
 
     # the same text read differently (with comparable confidence), or another confident
-    # label elsewhere: do not pretend to know which
+    # label about as near the bar: do not pretend to know which (a label much farther
+    # away, such as a data bar's field width "HFW 592 nm", does not count)
     if any((t["value"], t["unit"]) != (best["value"], best["unit"])
            and ((overlap(t["box"], best["box"]) and t["conf"] >= 0.5 * best["conf"])
-                or t["conf"] >= MIN_CONFIDENCE) for t in items):
+                or (t["conf"] >= MIN_CONFIDENCE and t["dist"] < best["dist"] + 0.5))
+           for t in items):
         best = {**best, "conf": best["conf"] * 0.5}
     return best
 
@@ -578,7 +604,7 @@ def find_scale_bar(image) -> ScaleBar | None:
     cands = cands[:6]
     # every candidate's label lines, all read in one Tesseract run
     lines = [_label_lines(g, cand) for cand in cands]
-    images = [img for ls in lines for line in ls for img in line["images"]]
+    images = [img for ls in lines for line in ls for img, _, _ in line["images"]]
     texts = iter(_ocr_batch(images))
     readings = []
     for cand, ls in zip(cands, lines):
@@ -593,10 +619,12 @@ def find_scale_bar(image) -> ScaleBar | None:
     cand, label = min(readings, key=lambda t: (t[1]["dist"], -t[1]["conf"]))
     nm = label["value"] * _UNIT_NM[label["unit"]] / cand["length"]
     confidence = label["conf"]
-    # the same label read next to another bar says nothing more (the nearer bar has it)
+    # another bar's label read with comparable confidence (the same label read next to
+    # another bar says nothing more: the nearer bar has it)
     others = {round(lab["value"] * _UNIT_NM[lab["unit"]] / c["length"], 6)
               for c, lab in readings
-              if c is not cand and _iou(lab["box"], label["box"]) == 0}
+              if c is not cand and _iou(lab["box"], label["box"]) == 0
+              and lab["conf"] >= 0.5 * label["conf"]}
     if any(abs(o - nm) > 0.02 * nm for o in others):
         confidence *= 0.5  # two bars that disagree: do not pretend to know which
     if not _round_number(label["value"]):
