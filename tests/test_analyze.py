@@ -73,6 +73,11 @@ def test_known_disks_table_distribution_and_summary(seg):
     assert overall["equivalent_diameter_mean"] == pytest.approx(np.mean(expected), rel=0.06)
     assert overall["fraction_sphere"] == 1.0
     assert len(report.summary) == 2  # batch + one image
+    # sampling intervals: the mean's from Student's t around it; four particles are too
+    # few for a 95 % interval of the median (it would reach past the extremes)
+    low, high = overall["equivalent_diameter_mean_ci_low"], overall["equivalent_diameter_mean_ci_high"]
+    assert low < overall["equivalent_diameter_mean"] < high
+    assert np.isnan(overall["equivalent_diameter_d50_ci_low"])
 
 
 def test_keep_border_particles(seg):

@@ -404,6 +404,38 @@ def test_lognormal_fit_recovers_known_parameters():
     assert rel(s["mode"], 25 * math.exp(-sigma ** 2)) < 0.1
 
 
+def test_confidence_intervals_have_known_ranks_and_coverage():
+    # the textbook case: for n = 10 the 95 % interval of the median is [x(2), x(9)]
+    psd = SizeDistribution(np.arange(1.0, 11.0))
+    assert psd.confidence_interval("d50") == (2.0, 9.0)
+    assert psd.confidence_interval("median") == (2.0, 9.0)
+    assert np.isnan(psd.confidence_interval("d10")).all()  # too few particles for D10
+    # mean: Student's t, 5.5 +- 2.262 * s / sqrt(10)
+    low, high = psd.confidence_interval("mean")
+    assert (high - low) / 2 == pytest.approx(2.2622 * np.std(np.arange(1, 11), ddof=1)
+                                             / math.sqrt(10), rel=1e-4)
+    s = psd.summary()
+    assert (s["d50_ci_low"], s["d50_ci_high"]) == (2.0, 9.0)
+    # coverage: the true median / D90 / mean of a log-normal lie inside >= ~95 % of 400
+    # intervals from samples of 60 particles
+    rng = np.random.default_rng(0)
+    mu, sigma = math.log(30), 0.4
+    truth = {"d50": 30.0, "d90": 30 * math.exp(1.2816 * sigma),
+             "mean": 30 * math.exp(sigma**2 / 2)}
+    hits = {k: 0 for k in truth}
+    for _ in range(400):
+        sample = SizeDistribution(rng.lognormal(mu, sigma, 60))
+        for k, true in truth.items():
+            low, high = sample.confidence_interval(k)
+            hits[k] += low <= true <= high
+    assert hits["d50"] / 400 >= 0.93 and hits["d90"] / 400 >= 0.93
+    assert 0.91 <= hits["mean"] / 400 <= 0.99
+    with pytest.raises(ValueError, match="statistic"):
+        psd.confidence_interval("d150")
+    with pytest.raises(ValueError, match="level"):
+        psd.confidence_interval("d50", level=95)
+
+
 def test_normal_sample_prefers_normal_fit():
     psd = SizeDistribution(np.random.default_rng(3).normal(50, 4, 3000))
     assert psd.best_fit.name == "normal"

@@ -140,8 +140,13 @@ def _analyze(args) -> int:
     row = report.summary.iloc[0]
     unit = row["unit"]
     mean = row.get("equivalent_diameter_mean")
+    import math
+
+    low, high = (row.get(f"equivalent_diameter_d50_ci_{end}") for end in ("low", "high"))
+    ci = (f" (95 % CI {low:.3g}-{high:.3g})" if low is not None and high is not None
+          and math.isfinite(low) and math.isfinite(high) else "")
     size = (f"; equivalent diameter mean {mean:.3g} {unit}, "
-            f"D50 {row['equivalent_diameter_d50']:.3g} {unit}") if row["particles"] else ""
+            f"D50 {row['equivalent_diameter_d50']:.3g} {unit}{ci}") if row["particles"] else ""
     print(f"{len(report.particles)} particles in {len(report.ids)} image(s){size}")
     print(f"report written to {out}/ (particles.csv, summary.csv, psd.png, overlays/, labels/)")
     return 0 if not report.errors else 3

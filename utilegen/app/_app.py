@@ -24,9 +24,14 @@ __all__ = ["TABLE_COLUMNS", "create_app"]
 TABLE_COLUMNS = ("label", "shape_class", "equivalent_diameter", "feret_diameter_max",
                  "feret_diameter_min", "aspect_ratio", "circularity", "solidity")
 _SUMMARY_KEYS = (("particles", "particles"), ("mean", "equivalent_diameter_mean"),
+                 ("mean, 95 % CI low", "equivalent_diameter_mean_ci_low"),
+                 ("mean, 95 % CI high", "equivalent_diameter_mean_ci_high"),
                  ("std", "equivalent_diameter_std"), ("median", "equivalent_diameter_median"),
                  ("mode", "equivalent_diameter_mode"), ("D10", "equivalent_diameter_d10"),
-                 ("D50", "equivalent_diameter_d50"), ("D90", "equivalent_diameter_d90"),
+                 ("D50", "equivalent_diameter_d50"),
+                 ("D50, 95 % CI low", "equivalent_diameter_d50_ci_low"),
+                 ("D50, 95 % CI high", "equivalent_diameter_d50_ci_high"),
+                 ("D90", "equivalent_diameter_d90"),
                  ("geometric mean", "equivalent_diameter_geometric_mean"),
                  ("geometric std", "equivalent_diameter_geometric_std"),
                  ("log-normal mu", "equivalent_diameter_lognormal_mu"),
@@ -35,7 +40,8 @@ _SUMMARY_KEYS = (("particles", "particles"), ("mean", "equivalent_diameter_mean"
                  ("mean aspect ratio", "aspect_ratio_mean"),
                  ("mean circularity", "circularity_mean"), ("mean solidity", "solidity_mean"))
 _LENGTH_KEYS = {f"equivalent_diameter_{k}" for k in
-                ("mean", "std", "median", "mode", "d10", "d50", "d90", "geometric_mean")}
+                ("mean", "std", "median", "mode", "d10", "d50", "d90", "geometric_mean",
+                 "mean_ci_low", "mean_ci_high", "d50_ci_low", "d50_ci_high")}
 UNITS = ("nm", "µm", "Å", "px")
 
 

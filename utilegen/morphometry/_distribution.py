@@ -192,10 +192,58 @@ class SizeDistribution:
         grid = np.linspace(v.min(), v.max(), 1024)
         return float(grid[np.argmax(self.kde(grid))])
 
-    def summary(self):
+    def confidence_interval(self, statistic: str = "d50", level: float = 0.95) -> tuple[float, float]:
+        """Sampling confidence interval of the mean or of a percentile.
+
+        How far the statistic could move had other particles of the same population been
+        measured; it does not include the segmentation's own error (an adapted model's
+        held-out D50 error says that).
+
+        statistic : "mean", "median", or "d<q>" for the q-th percentile ("d10", "d50", ...)
+            The mean's interval is Student's t. A percentile's is distribution-free, from
+            order statistics: ``[x_(l), x_(u)]`` with ranks from the binomial law, coverage
+            at least `level` for any continuous distribution.
+        level : float in (0, 1)
+
+        Returns ``(nan, nan)`` when there are too few particles for that level (a
+        percentile's interval then reaches past the smallest or largest value).
+        """
+        from scipy import stats
+
+        if not (isinstance(level, (int, float)) and 0 < level < 1):
+            raise ValueError(f"level must be in (0, 1), got {level!r}")
+        v = np.sort(self.values)
+        n = len(v)
+        alpha = 1 - level
+        if statistic == "mean":
+            if n < 2:
+                return (float("nan"), float("nan"))
+            half = stats.t.ppf(1 - alpha / 2, n - 1) * v.std(ddof=1) / np.sqrt(n)
+            return (float(v.mean() - half), float(v.mean() + half))
+        q = 50.0 if statistic == "median" else None
+        if q is None and isinstance(statistic, str) and statistic[:1] == "d":
+            try:
+                q = float(statistic[1:])
+            except ValueError:
+                q = None
+        if q is None or not 0 < q < 100:
+            raise ValueError(f"statistic must be 'mean', 'median' or 'd<q>' with 0 < q < 100 "
+                             f"(e.g. 'd50'), got {statistic!r}")
+        p = q / 100
+        # ranks (1-based) l and u with P(B < l) <= alpha/2 and P(B >= u) <= alpha/2,
+        # B ~ Binomial(n, p): the true percentile lies in [x_(l), x_(u)] with >= level
+        low = int(stats.binom.ppf(alpha / 2, n, p))
+        high = int(stats.binom.ppf(1 - alpha / 2, n, p)) + 1
+        if low < 1 or high > n:
+            return (float("nan"), float("nan"))
+        return (float(v[low - 1]), float(v[high - 1]))
+
+    def summary(self, level: float = 0.95):
         """count, mean, std (ddof=1), median, mode, D10/D50/D90, geometric mean and
         geometric standard deviation (exp of the std of the logs, ddof=1, positive values
-        only), and the best fit with its KS statistic; a `pandas.Series`."""
+        only), and the best fit with its KS statistic; a `pandas.Series`. The mean and
+        D10/D50/D90 come with their sampling confidence intervals at `level`
+        (`confidence_interval`: ``mean_ci_low``, ``mean_ci_high``, ``d50_ci_low``, ...)."""
         import pandas as pd
 
         v = self.values
@@ -215,6 +263,8 @@ class SizeDistribution:
             "geometric_mean": float(np.exp(logv.mean())) if positive else float("nan"),
             "geometric_std": float(np.exp(logv.std(ddof=1))) if positive and n > 1
             else float("nan"),
+            **{f"{stat}_ci_{end}": value for stat in ("mean", "d10", "d50", "d90")
+               for end, value in zip(("low", "high"), self.confidence_interval(stat, level))},
             "best_fit": best.name if best else None,
             "best_fit_ks": best.ks_statistic if best else float("nan"),
         }
@@ -230,8 +280,10 @@ class SizeDistribution:
     def _axis_label(self) -> str:
         return f"{self.name} ({self.unit})" if self.unit else self.name
 
-    def plot(self, ax=None, *, kde: bool = True, fits=("lognormal", "normal"), title=None):
-        """Histogram (as density) with the KDE and fitted curves.
+    def plot(self, ax=None, *, kde: bool = True, fits=("lognormal", "normal"), title=None,
+             d50: bool = True):
+        """Histogram (as density) with the KDE, fitted curves and the D50 with its 95 %
+        confidence interval.
 
         Parameters
         ----------
@@ -242,6 +294,9 @@ class SizeDistribution:
             Draw the kernel density estimate.
         fits : sequence of {"lognormal", "normal"}
             Fitted laws to draw (those that could be fitted); the best by AIC is marked.
+        d50 : bool
+            Mark the D50 (a line) and its 95 % sampling interval (a band, when there are
+            enough particles for one: `confidence_interval`).
 
         Returns
         -------
@@ -276,6 +331,15 @@ class SizeDistribution:
             mark = " (best AIC)" if best is not None and fit.name == best.name else ""
             ax.plot(x, fit.pdf(x), color=colour, ls=style, lw=1.5,
                     label=f"{name}: {params}{mark}")
+        if d50:
+            median = self.percentile(50)
+            low, high = self.confidence_interval("d50")
+            unit = f" {self.unit}" if self.unit else ""
+            text = f"D50 = {median:.3g}{unit}"
+            if np.isfinite(low):
+                ax.axvspan(low, high, color="C1", alpha=0.15, lw=0)
+                text += f" (95 % CI {low:.3g}-{high:.3g})"
+            ax.axvline(median, color="C1", lw=1.5, label=text)
         ax.set_xlabel(self._axis_label())
         ax.set_ylabel(f"probability density (1/{self.unit})" if self.unit
                       else "probability density")

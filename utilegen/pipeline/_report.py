@@ -45,7 +45,9 @@ class Report:
     summary : pandas.DataFrame
         One row for the whole batch (``image_id == "all"``) and one per image: particle
         count, calibration, the size distribution's statistics (``equivalent_diameter_*``:
-        mean, std, median, mode, D10/D50/D90, geometric mean/std, log-normal fit), the
+        mean, std, median, mode, D10/D50/D90, geometric mean/std, log-normal fit, and
+        95 % sampling confidence intervals of the mean and of D10/D50/D90, ``*_ci_low`` /
+        ``*_ci_high``: how far they could move with other particles of the same sample), the
         mean shape descriptors and the fraction of particles of each shape
         (``fraction_sphere``, ...: counts of ``shape_class``, which may differ from the
         image class, a mean of probabilities).
@@ -128,7 +130,9 @@ class Report:
         values = table[SIZE_COLUMN].to_numpy(dtype=np.float64) if len(table) else np.array([])
         values = values[np.isfinite(values)]
         keys = ("mean", "std", "median", "mode", "d10", "d50", "d90", "geometric_mean",
-                "geometric_std", "best_fit", "lognormal_mu", "lognormal_sigma")
+                "geometric_std", "best_fit", "lognormal_mu", "lognormal_sigma",
+                *(f"{stat}_ci_{end}" for stat in ("mean", "d10", "d50", "d90")
+                  for end in ("low", "high")))
         stats = SizeDistribution(values, unit=unit).summary() if values.size else {}
         for key in keys:
             value = stats.get(key, None) if len(stats) else None
