@@ -384,9 +384,12 @@ def _label_lines(g: np.ndarray, cand: dict) -> list[dict]:
     found: list[dict] = []
     for wc0, wc1 in windows:
         win = g[wr0:wr1, wc0:wc1].astype(np.float32)
+        above_ground = np.clip(sign * (win - ground), 0, None).astype(np.float32)
         variants = [(cv2.morphologyEx(win, op, kernel), LOCAL_CONTRAST * contrast, not light),
-                    (np.clip(sign * (win - ground), 0, None).astype(np.float32),
-                     0.5 * contrast, not light),
+                    (above_ground, 0.5 * contrast, not light),
+                    # ink as bright (dark) as the bar: a label drawn in the bar's colour
+                    # over a speckled, textured ground
+                    (above_ground, 0.8 * contrast, not light),
                     (cv2.morphologyEx(win, op_other, kernel), LOCAL_CONTRAST * contrast,
                      light)]
         bar_cy, bar_cx = (r0 + r1) / 2 - wr0, (c0 + c1) / 2 - wc0
