@@ -473,7 +473,12 @@ def _score_line(line: dict, texts: list[tuple[str, float]]) -> dict | None:
     # Tesseract's own word confidence says little for whitelisted glyphs; the checks
     # below (other readings agree, as many glyphs as characters, a round value) carry
     # most of the weight
-    conf = 0.5 + 0.5 * float(np.mean([v[2] for v in top]))
+    ocr_conf = float(np.mean([v[2] for v in top]))
+    if key[1] == "µm" and not any(v[0][2] for v in top):
+        # Tesseract gives a µ it reads as "u" a word confidence near 0 however clear the
+        # glyph: for a µ spelled out, the share of binarizations that agree counts as much
+        ocr_conf = max(ocr_conf, len(top) / len(texts))
+    conf = 0.5 + 0.5 * ocr_conf
     # the top reading must have a second one, a majority of all readings with a digit
     # ("00 nm" beside "400 nm" and "100 nm" says the first digit is unsure), and no rival
     # half as strong
