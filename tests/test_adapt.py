@@ -121,7 +121,7 @@ def adapted():
     train = rendered(3, size=96, seed=0)
     val = rendered(2, size=96, seed=50)
     # a step cap as well as the clock: the same training on a busy or an idle machine
-    model = base.fine_tune(train, val=val, minutes=3, max_steps=400, synthetic_per_real=1,
+    model = base.fine_tune(train, val=val, minutes=6, max_steps=400, synthetic_per_real=1,
                            progress=False)
     return base, weights, model, val
 

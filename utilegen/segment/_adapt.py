@@ -223,6 +223,24 @@ def validation_figures(model, val) -> dict:
             **size_error([y for _, y in val], [p.labels for p in preds])}
 
 
+def _reserve_seconds(model, val_pairs, scale, *, with_base: bool, cap: float) -> float:
+    """Seconds to keep after training for the threshold search and the held-out figures.
+
+    One network pass over the largest held-out image (after a warm-up pass) is timed here, on this machine under
+    its present load, and scaled to what is still to come: every held-out pixel at every
+    scale that `scale` tries (the sweep's twice-the-scale pass alone costs 4x), twice (the
+    threshold search, then the figures), for the base model too when there is one, with
+    half as much again for NMS. At most `cap`.
+    """
+    image = max((im for im, _ in val_pairs), key=lambda im: im.size)
+    model.predict_candidates(image, prob_thresh=0.5)  # warm-up: oneDNN picks its kernels
+    t = time.monotonic()
+    model.predict_candidates(image, prob_thresh=0.5)
+    per_pixel = (time.monotonic() - t) / (image.size * model.config.scale**2)
+    pixels = sum(im.size for im, _ in val_pairs) * sum(s**2 for s in model._scales(scale))
+    return min(cap, 5 + 1.5 * per_pixel * pixels * 2 * (2 if with_base else 1))
+
+
 def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
           synthetic_per_real: float = SYNTHETIC_PER_REAL, scale="auto", seed: int = 0,
           steps_per_epoch: int = 25, batch_size: int | None = None, learning_rate=None,
@@ -341,9 +359,8 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
                               "share_of_patches": round(share, 4),
                               "synthetic_per_real": synthetic_per_real}
     budget = minutes * 60
-    val_pixels = sum(im.size for im, _ in val_pairs) * chosen**2
-    # thresholds and figures: ~2 network passes over the validation pixels plus NMS
-    reserve = min(0.4 * budget, 5 + (8e-6 if base is not None else 4e-6) * val_pixels)
+    reserve = _reserve_seconds(model, val_pairs, predict_scale or chosen,
+                               with_base=base is not None, cap=0.4 * budget)
     train_seconds = max(5.0, budget - reserve - (time.monotonic() - t_start))
     bar = tqdm(total=round(train_seconds), desc="adapting", unit="s", disable=not progress,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]")
