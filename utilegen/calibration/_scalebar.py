@@ -2,12 +2,14 @@
 
 The bar is found by geometry alone (a solid horizontal bar, or a line with end ticks, light
 on dark or dark on light); its label is read by Tesseract, the system's OCR engine
-(``apt-get install tesseract-ocr``; offline, nothing downloaded at run time), run on a
-cleaned, binarized crop around the bar. Why Tesseract: it is packaged by every Linux
-distribution, Homebrew and conda, ships its English model with the package, and reads the
-few glyphs a label uses (digits, ".", ",", "nm", "µm") reliably once the crop is binarized
-and enlarged; a recognizer of our own would need training data for the fonts of every
-journal and microscope vendor.
+(``apt-get install tesseract-ocr``; offline, nothing downloaded at run time, run as a
+subprocess), on cleaned, enlarged crops of the text lines near the bar: each line is
+binarized several ways, all crops of an image are read in one Tesseract run (its model
+loaded once), and the readings of a line vote (`_score_line`). Why Tesseract: it is
+packaged by every Linux distribution, Homebrew and conda, ships its English model with the
+package, and reads the few glyphs a label uses (digits, ".", ",", "nm", "µm") reliably
+once the crop is binarized and enlarged; a recognizer of our own would need training data
+for the fonts of every journal and microscope vendor.
 
 Honesty rules: a reading is accepted only when a number and a length unit are read next
 to exactly one bar; every candidate that is not clear-cut lowers the ``confidence``, and
@@ -433,7 +435,7 @@ def _tall_glyphs(glyphs: np.ndarray, c0: float = -np.inf, c1: float = np.inf) ->
     the text."""
     import cv2
 
-    n, _, stats, cent = cv2.connectedComponentsWithStats(glyphs.astype(np.uint8),
+    _, _, stats, cent = cv2.connectedComponentsWithStats(glyphs.astype(np.uint8),
                                                          connectivity=8)
     heights = stats[1:, cv2.CC_STAT_HEIGHT]
     if len(heights) == 0:
@@ -552,13 +554,15 @@ def _data_bar_candidates(g: np.ndarray) -> list[dict]:
         ink = float(np.percentile(sub, 99.5 if light else 0.5))
         if abs(ink - ground) < 60:
             continue
-        for c in _bar_candidates(sub, light, level=int(round((ink + ground) / 2))):
-            def shift(box):
-                return (box[0] + top, box[1], box[2] + top, box[3])
-            c["bar"], c["extent"] = shift(c["bar"]), shift(c["extent"])
-            c["blank"] = [shift(b) for b in c["blank"]]
+        for c in _bar_candidates(sub, light, level=round((ink + ground) / 2)):
+            c["bar"], c["extent"] = _shift(c["bar"], top), _shift(c["extent"], top)
+            c["blank"] = [_shift(b, top) for b in c["blank"]]
             out.append(c)
     return out
+
+
+def _shift(box: tuple, rows: int) -> tuple:
+    return (box[0] + rows, box[1], box[2] + rows, box[3])
 
 
 def _box_ground(c: dict, cands: list[dict]) -> bool:
@@ -594,7 +598,8 @@ def find_scale_bar(image) -> ScaleBar | None:
     h, w = g.shape
     cands = _bar_candidates(g, True) + _bar_candidates(g, False)
     for c in _data_bar_candidates(g):
-        if not any(o["light"] == c["light"] and max(abs(a - b) for a, b in zip(o["bar"], c["bar"])) <= 2
+        if not any(o["light"] == c["light"]
+                   and max(abs(a - b) for a, b in zip(o["bar"], c["bar"])) <= 2
                    for o in cands):
             cands.append(c)
     cands = [c for c in cands if not _box_ground(c, cands)]
