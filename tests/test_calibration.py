@@ -405,3 +405,17 @@ def test_ocr_batch_keeps_the_order_of_its_images():
     out = _ocr_batch([line("100 nm"), line(""), line("250 nm")])
     assert [t for t, _, _ in out] == ["100 nm", "", "250 nm"]
     assert out[0][2][0] < out[0][2][1]  # the columns its words span
+
+
+def test_a_label_that_ran_into_other_text_is_not_trusted():
+    from utilegen.calibration._scalebar import _BORDER, MIN_CONFIDENCE, _score_line
+
+    glyphs = np.zeros((30, 120), bool)
+    for k in range(4):  # as many glyphs as "70mm" has characters: that check passes
+        glyphs[5:25, 5 + 22 * k:20 + 22 * k] = True
+    line = {"images": [(None, glyphs, 1.0)] * 4, "dist": 0.2, "box": (0, 0, 30, 120)}
+    span = (_BORDER, _BORDER + 120)
+    assert _score_line(line, [("7.0mm", 0.9, span)] * 4)["conf"] >= MIN_CONFIDENCE
+    # every reading holds digits besides "7.0mm" (a footer's fields run together)
+    merged = _score_line(line, [("7 7.0mm 1508", 0.9, span)] * 4)
+    assert merged["value"] == 7.0 and merged["conf"] < MIN_CONFIDENCE

@@ -495,6 +495,10 @@ def _score_line(line: dict, texts: list[tuple[str, float]]) -> dict | None:
         conf *= 0.4
     if all(v[0][2] for v in top):
         conf *= 0.85  # the µ was inferred, not read
+    # a label is a number and its unit alone: more digits in every reading of the line
+    # ("7 7.0mm 1508") say it ran into other text, and which number is the label is a guess
+    if all(_other_digits(v[1], v[0][3]) for v in top):
+        conf *= 0.5
     value, unit, _, matched = reading
     return {"text": matched, "value": value, "unit": unit, "conf": conf,
             "dist": line["dist"], "box": line["box"], "votes": len(top), "of": len(texts)}
@@ -522,10 +526,20 @@ def _read_label(lines: list[dict]) -> dict | None:
     return best
 
 
+def _clean(text: str) -> str:
+    """`text` with stray "." and "," (not between digits) blanked and spaces collapsed."""
+    return re.sub(r"\s+", " ", re.sub(r"(?<!\d)[.,]|[.,](?!\d)", " ", text)).strip()
+
+
+def _other_digits(text: str, matched: str) -> bool:
+    """Whether `text` holds digits besides the label `matched` in it."""
+    return bool(re.search(r"\d", _clean(text).replace(matched, " ", 1)))
+
+
 def _parse(text: str):
     """``(value, unit, µ inferred, matched text)`` of a label, or None."""
     # a stray "." or "," not between digits is a speck ("1.0. um", ".5 nm" is not 0.5)
-    text = re.sub(r"(?<!\d)[.,]|[.,](?!\d)", " ", text)
+    text = _clean(text)
     m = _LABEL.search(text)
     if not m:
         return None
@@ -538,7 +552,7 @@ def _parse(text: str):
     value = float(number.replace(",", "."))  # "1,5 µm": a decimal comma
     if unit is None or value <= 0:
         return None
-    return value, unit, m.group(2).lower() == "m", re.sub(r"\s+", " ", m.group(0))
+    return value, unit, m.group(2).lower() == "m", m.group(0)
 
 
 def _data_bar_candidates(g: np.ndarray) -> list[dict]:
