@@ -419,3 +419,21 @@ def test_a_label_that_ran_into_other_text_is_not_trusted():
     # every reading holds digits besides "7.0mm" (a footer's fields run together)
     merged = _score_line(line, [("7 7.0mm 1508", 0.9, span)] * 4)
     assert merged["value"] == 7.0 and merged["conf"] < MIN_CONFIDENCE
+
+
+@needs_ocr
+@needs_fonts
+def test_a_bar_cut_by_the_image_edge_is_reported_but_not_used():
+    from PIL import Image, ImageDraw, ImageFont
+
+    im = Image.fromarray(micrograph(seed=4))
+    d = ImageDraw.Draw(im)
+    # a bar whose blurred end runs into the right edge (its last column half bright):
+    # it may be cut there
+    d.rectangle([520, 440, 638, 446], fill=255)
+    d.text((540, 405), "1 µm", font=ImageFont.truetype(DEJAVU, 26), fill=255)
+    img = np.array(im)
+    img[440:447, 639] = 190
+    cal = read_calibration(img)
+    assert cal.source == "none" and cal.pixel_size is None
+    assert cal.scale_bar is not None and cal.scale_bar.value == 1.0  # read, not trusted

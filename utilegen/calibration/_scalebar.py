@@ -660,6 +660,8 @@ def find_scale_bar(image) -> ScaleBar | None:
         confidence *= 0.7  # rare in particle micrographs, and "nm"/"mm" are easily confused
     if not cand["ticks"] and cand["thick"] < 2:
         confidence *= 0.9  # a one-pixel line without ticks might be anything
+    if cand["bar"][1] <= 0 or cand["bar"][3] >= w:
+        confidence *= 0.5  # a bar that reaches the image's edge may be cut: its length is a guess
     br0, bc0, br1, bc1 = label["box"]
     r0, c0, r1, c1 = cand["extent"]
     box = (max(0, min(r0, br0) - 2), max(0, min(c0, bc0) - 2),
