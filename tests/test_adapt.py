@@ -93,6 +93,11 @@ def test_synthetic_pairs_match_the_annotated_size_and_density():
     sizes = np.concatenate([equivalent_diameters(ds.pair(i)[1].labels) for i in range(6)])
     assert np.median(sizes) == pytest.approx(stats["diameter_median"], rel=0.35)
     assert ds.pair(0)[0].shape == (128, 128)
+    # a wider scale range spreads the sizes around the annotated ones
+    wide, settings = synthetic_like(real, 6, stats=stats, seed=3, scale=(0.5, 2.0))
+    assert settings["compositor"]["scale"] == [0.5, 2.0]
+    drawn = [p["scale"] for i in range(6) for p in wide.sample(i).params["particles"]]
+    assert min(drawn) < 0.8 and max(drawn) > 1.25 and all(0.5 <= d <= 2.0 for d in drawn)
 
 
 def test_synthetic_pairs_keep_the_crowding_of_each_magnification():
@@ -189,6 +194,9 @@ def test_adapt_validates_arguments():
         adapt(pairs, init="scratch", minutes=0)
     with pytest.raises(ValueError, match="synthetic_per_real"):
         adapt(pairs, init="scratch", synthetic_per_real=-1)
+    for bad in ((2.0, 1.0), (0, 1), "wide", (1, float("nan"))):
+        with pytest.raises(ValueError, match="synthetic_scale"):
+            adapt(pairs, init="scratch", synthetic_scale=bad)
     with pytest.raises(ValueError, match="init"):
         adapt(pairs, init=3.5)
     with pytest.raises(FileNotFoundError, match="shipped"):

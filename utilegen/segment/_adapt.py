@@ -140,7 +140,8 @@ def holdout(pairs, *, seed=0, fraction: float = 0.2):
     return train, val, {"kind": "spatial", "held_out": "last quarter of each image's longer side"}
 
 
-def synthetic_like(pairs, n: int, *, stats: dict | None = None, seed: int = 0):
+def synthetic_like(pairs, n: int, *, stats: dict | None = None, seed: int = 0,
+                   scale: tuple[float, float] = (0.8, 1.25)):
     """A `SyntheticDataset` of `n` pairs made from `pairs`, matched to their annotations.
 
     Particles and inpainted backgrounds come from the same source image (contrast and
@@ -149,7 +150,8 @@ def synthetic_like(pairs, n: int, *, stats: dict | None = None, seed: int = 0):
     image (x 0.7 to 1.3), so images at different magnifications each keep their own
     crowding; particle scale stays near 1 (0.8-1.25) so sizes match the annotations; particles
     overlap up to 30 % of their area when more than a fifth of the real ones touch each
-    other, and are kept apart otherwise. Returns ``(dataset, settings)``.
+    other, and are kept apart otherwise. `scale` is the particles' scale range (default
+    0.8-1.25, near the annotated sizes). Returns ``(dataset, settings)``.
     """
     from ..synth import Augmenter, Compositor, SyntheticDataset
     from ..synth._dataset import _NoParticles
@@ -157,7 +159,7 @@ def synthetic_like(pairs, n: int, *, stats: dict | None = None, seed: int = 0):
     stats = stats or annotation_stats(pairs)
     shapes = np.array([im.shape for im, _ in pairs])
     h, w = (int(min(1024, np.median(shapes[:, k]))) for k in (0, 1))
-    scale = (0.8, 1.25)
+    scale = tuple(float(v) for v in scale)
     density = [float(np.count_nonzero(np.unique(y)) / y.size * 1e6) for _, y in pairs]
     factor = (0.7, 1.3)
     hi = max(1, int(np.ceil(factor[1] * max(density) * h * w / 1e6)))
@@ -245,7 +247,8 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
           synthetic_per_real: float = SYNTHETIC_PER_REAL, scale="auto", seed: int = 0,
           steps_per_epoch: int = 25, batch_size: int | None = None, learning_rate=None,
           device=None, workers: int = 0, progress: bool = True, config_changes=None,
-          max_steps: int | None = None, started: float | None = None):
+          max_steps: int | None = None, started: float | None = None,
+          synthetic_scale=(0.8, 1.25)):
     """Adapt a segmenter to your particles from a few annotated pairs; returns a new model.
 
     Parameters
@@ -266,6 +269,8 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
         pairs only (0 = real data only). They are composed on the fly while the network
         trains, a new pair for each synthetic patch, so this sets the share of synthetic
         patches (``r / (r + 1)``), not a number of stored images.
+    synthetic_scale : (low, high)
+        Scale range of the particles pasted into the synthetic pairs (`synthetic_like`).
     scale : "auto" or float
         Resize factor before the network. "auto" brings the median annotated particle to
         `TARGET_DIAMETER` px (`choose_scale`); the model then predicts in one pass at it,
@@ -310,6 +315,13 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
         raise ValueError(f"minutes must be a positive number, got {minutes!r}")
     if not (isinstance(synthetic_per_real, (int, float)) and 0 <= synthetic_per_real <= 100):
         raise ValueError(f"synthetic_per_real must be in [0, 100], got {synthetic_per_real!r}")
+    try:
+        lo, hi = (float(v) for v in synthetic_scale)
+    except (TypeError, ValueError):
+        lo = hi = float("nan")
+    if not (0 < lo <= hi <= 4):
+        raise ValueError("synthetic_scale must be (low, high) with 0 < low <= high <= 4, got "
+                         f"{synthetic_scale!r}")
     real = _materialize(pairs, "pairs")
     val_pairs = _materialize(val, "val")
     if val_pairs:
@@ -352,7 +364,7 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
         # composed on the fly while the network trains, a new pair for every synthetic
         # patch, with the share of patches that n_syn stored pairs would have had
         syn, synthetic_settings = synthetic_like(train, ON_THE_FLY_LENGTH, stats=stats,
-                                                 seed=seed + 1)
+                                                 seed=seed + 1, scale=synthetic_scale)
         share = n_syn / (n_syn + len(train_set))
         synthetic_settings = {**synthetic_settings, "n": None, "equivalent_pairs": n_syn,
                               "on_the_fly": True,
