@@ -227,6 +227,11 @@ def test_cli_train_writes_a_model_that_analyze_uses(tmp_path):
     assert a["split"]["kind"] == "spatial" and a["images"].endswith("images")
     report = analyze(tmp_path / "images", segmenter=str(tmp_path / "model"))
     assert len(report.ids) == 2
+    # the report carries the model's held-out figures, its own error bar
+    held = report.settings["segmenter_heldout"]
+    assert held["f1_50"] == a["validation"]["f1_50"]
+    assert held["d50_relative_error"] == a["validation"]["d50_relative_error"]
+    assert analyze(tmp_path / "images").settings["segmenter_heldout"] is None  # shipped
     with pytest.raises(FileExistsError):
         args = parser.parse_args(argv)
         args.func(args)

@@ -148,6 +148,12 @@ def _analyze(args) -> int:
     size = (f"; equivalent diameter mean {mean:.3g} {unit}, "
             f"D50 {row['equivalent_diameter_d50']:.3g} {unit}{ci}") if row["particles"] else ""
     print(f"{len(report.particles)} particles in {len(report.ids)} image(s){size}")
+    held = report.settings.get("segmenter_heldout")
+    if held:
+        err = held.get("d50_relative_error")
+        print(f"segmenter on its held-out annotated images: F1@0.5 {held['f1_50']:.3f}, "
+              f"D50 error {'n/a' if err is None else f'{err:+.1%}'} "
+              f"({held['n_true']} annotated particles); sizes here carry at least that error")
     print(f"report written to {out}/ (particles.csv, summary.csv, psd.png, overlays/, labels/)")
     return 0 if not report.errors else 3
 

@@ -145,7 +145,20 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | str 
                 "exclude_border": bool(exclude_border),
                 "segmenter": repr(model), "classifier": repr(shape_classifier)
                 if shape_classifier is not None else None,
-                "inputs": len(sources)}
+                "inputs": len(sources),
+                "segmenter_heldout": _heldout_figures(model)}
     return Report(ids=ok_ids, masks=masks, images=read, particles=particles, classes=classes,
                   calibration=calibration, errors=errors, warnings=warnings, settings=settings,
                   calibration_info=cal_info)
+
+
+def _heldout_figures(model) -> dict | None:
+    """An adapted model's figures on its held-out annotated data (F1@0.5, F1@0.7 and the
+    error of the median size, D50): the segmentation's own error bar, beside the sampling
+    intervals of the summary. None for a model without them (the shipped one)."""
+    info = getattr(model, "info", None) or {}
+    figures = (info.get("adaptation") or {}).get("validation")
+    if not figures:
+        return None
+    keys = ("f1_50", "f1_70", "d50_relative_error", "n_true", "n_pred")
+    return {k: figures.get(k) for k in keys}
