@@ -225,6 +225,15 @@ def validation_figures(model, val) -> dict:
             **size_error([y for _, y in val], [p.labels for p in preds])}
 
 
+def _synthetic_scale(pairs, stats: dict) -> tuple[float, float]:
+    """`adapt`'s ``synthetic_scale="auto"``: 0.5 to 2 at one magnification (at most what
+    lets the largest particles fit the synthetic canvas), 0.8-1.25 across several."""
+    if stats["size_spread"] > 2:
+        return (0.8, 1.25)
+    side = min(1024.0, float(np.median([min(im.shape[:2]) for im, _ in pairs])))
+    return (0.5, float(np.clip((side - 4) / (1.5 * stats["diameter_p90"]), 1.25, 2.0)))
+
+
 def _reserve_seconds(model, val_pairs, scale, *, with_base: bool, cap: float) -> float:
     """Seconds to keep after training for the threshold search and the held-out figures.
 
@@ -248,7 +257,7 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
           steps_per_epoch: int = 25, batch_size: int | None = None, learning_rate=None,
           device=None, workers: int = 0, progress: bool = True, config_changes=None,
           max_steps: int | None = None, started: float | None = None,
-          synthetic_scale=(0.8, 1.25)):
+          synthetic_scale="auto"):
     """Adapt a segmenter to your particles from a few annotated pairs; returns a new model.
 
     Parameters
@@ -269,8 +278,13 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
         pairs only (0 = real data only). They are composed on the fly while the network
         trains, a new pair for each synthetic patch, so this sets the share of synthetic
         patches (``r / (r + 1)``), not a number of stored images.
-    synthetic_scale : (low, high)
+    synthetic_scale : "auto" or (low, high)
         Scale range of the particles pasted into the synthetic pairs (`synthetic_like`).
+        "auto": when the annotated images are at one magnification (per-image median
+        sizes within 2x), 0.5 to 2 (less when the largest particles would not fit the
+        canvas), so that a few annotated particles still teach a range of sizes; with
+        several magnifications, 0.8-1.25 (the real images already span sizes).
+        RESULTS.md has the measurement behind it.
     scale : "auto" or float
         Resize factor before the network. "auto" brings the median annotated particle to
         `TARGET_DIAMETER` px (`choose_scale`); the model then predicts in one pass at it,
@@ -316,7 +330,8 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
     if not (isinstance(synthetic_per_real, (int, float)) and 0 <= synthetic_per_real <= 100):
         raise ValueError(f"synthetic_per_real must be in [0, 100], got {synthetic_per_real!r}")
     try:
-        lo, hi = (float(v) for v in synthetic_scale)
+        lo, hi = ((1.0, 1.0) if synthetic_scale == "auto"
+                  else (float(v) for v in synthetic_scale))
     except (TypeError, ValueError):
         lo = hi = float("nan")
     if not (0 < lo <= hi <= 4):
@@ -363,6 +378,8 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
     if n_syn:
         # composed on the fly while the network trains, a new pair for every synthetic
         # patch, with the share of patches that n_syn stored pairs would have had
+        if synthetic_scale == "auto":
+            synthetic_scale = _synthetic_scale(train, stats)
         syn, synthetic_settings = synthetic_like(train, ON_THE_FLY_LENGTH, stats=stats,
                                                  seed=seed + 1, scale=synthetic_scale)
         share = n_syn / (n_syn + len(train_set))

@@ -44,9 +44,10 @@ def add_cli(subparsers) -> None:
     t.add_argument("--synthetic-per-real", type=float, default=5.0,
                    help="synthetic pairs made per real training pair "
                         "(default 5, the paper's; 0 = none)")
-    t.add_argument("--synthetic-scale", nargs=2, type=float, default=(0.8, 1.25),
+    t.add_argument("--synthetic-scale", nargs=2, type=float, default=None,
                    metavar=("LOW", "HIGH"),
-                   help="scale range of the particles in the synthetic pairs (default 0.8 1.25)")
+                   help="scale range of the particles in the synthetic pairs (default: 0.5 2 "
+                        "when the images are at one magnification, else 0.8 1.25)")
     t.add_argument("--scale", default="auto", type=_scale,
                    help="resize factor before the network, or 'auto' (default): the median "
                         "annotated particle becomes ~40 px")
@@ -134,7 +135,8 @@ def _train(args) -> int:
     val = _pairs(args.val_images, args.val_masks) if args.val_images is not None else None
     model = adapt(pairs, init=args.init, val=val, minutes=args.minutes,
                   synthetic_per_real=args.synthetic_per_real, scale=args.scale, seed=args.seed,
-                  synthetic_scale=tuple(args.synthetic_scale),
+                  synthetic_scale=("auto" if args.synthetic_scale is None
+                                   else tuple(args.synthetic_scale)),
                   batch_size=args.batch_size, device=args.device, workers=args.workers,
                   config_changes={"n_rays": args.n_rays} if args.n_rays else None,
                   started=STARTED)
