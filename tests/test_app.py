@@ -43,7 +43,7 @@ def client(tmp_path):
         yield c
 
 
-def wait(client, url, timeout=30.0) -> dict:
+def wait(client, url, timeout=120.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = client.get(url).json()
