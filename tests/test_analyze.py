@@ -75,7 +75,7 @@ def test_known_disks_table_distribution_and_summary(seg):
     assert len(report.summary) == 2  # batch + one image
     # sampling intervals: the mean's from Student's t around it; four particles are too
     # few for a 95 % interval of the median (it would reach past the extremes)
-    low, high = overall["equivalent_diameter_mean_ci_low"], overall["equivalent_diameter_mean_ci_high"]
+    low, high = (overall[f"equivalent_diameter_mean_ci_{end}"] for end in ("low", "high"))
     assert low < overall["equivalent_diameter_mean"] < high
     assert np.isnan(overall["equivalent_diameter_d50_ci_low"])
 

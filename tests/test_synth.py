@@ -154,7 +154,7 @@ def test_source_density_gives_each_image_the_crowding_of_its_source():
                       image_size=200, scale=(1, 1), source_density=density,
                       density_factor=(1, 1))
     for seed in range(6):
-        _, labels, record = comp.compose(particles, backgrounds, rng=seed)
+        _, _, record = comp.compose(particles, backgrounds, rng=seed)
         source = backgrounds[record["background"]["index"]].source
         assert record["requested"] == pairs[source][1].count
     clipped = Compositor(particles_per_image=(1, 5), same_source=True, image_size=200,

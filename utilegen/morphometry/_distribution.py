@@ -192,7 +192,8 @@ class SizeDistribution:
         grid = np.linspace(v.min(), v.max(), 1024)
         return float(grid[np.argmax(self.kde(grid))])
 
-    def confidence_interval(self, statistic: str = "d50", level: float = 0.95) -> tuple[float, float]:
+    def confidence_interval(self, statistic: str = "d50",
+                            level: float = 0.95) -> tuple[float, float]:
         """Sampling confidence interval of the mean or of a percentile.
 
         How far the statistic could move had other particles of the same population been

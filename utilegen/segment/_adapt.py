@@ -237,10 +237,11 @@ def _synthetic_scale(pairs, stats: dict) -> tuple[float, float]:
 def _reserve_seconds(model, val_pairs, scale, *, with_base: bool, cap: float) -> float:
     """Seconds to keep after training for the threshold search and the held-out figures.
 
-    One network pass over the largest held-out image (after a warm-up pass) is timed here, on this machine under
-    its present load, and scaled to what is still to come: every held-out pixel at every
-    scale that `scale` tries (the sweep's twice-the-scale pass alone costs 4x), twice (the
-    threshold search, then the figures), for the base model too when there is one, with
+    One network pass over the largest held-out image (after a warm-up pass) is timed here,
+    on this machine under its present load, and scaled to what is still to come: every
+    held-out pixel at every scale that `scale` tries (the sweep's twice-the-scale pass alone
+    costs 4x), twice (the threshold search, then the figures), for the base model too when
+    there is one, with
     half as much again for NMS. At most `cap`.
     """
     image = max((im for im, _ in val_pairs), key=lambda im: im.size)
