@@ -241,8 +241,7 @@ def _reserve_seconds(model, val_pairs, scale, *, with_base: bool, cap: float) ->
     on this machine under its present load, and scaled to what is still to come: every
     held-out pixel at every scale that `scale` tries (the sweep's twice-the-scale pass alone
     costs 4x), twice (the threshold search, then the figures), for the base model too when
-    there is one, with
-    half as much again for NMS. At most `cap`.
+    there is one, with half as much again for NMS. At most `cap`.
     """
     image = max((im for im, _ in val_pairs), key=lambda im: im.size)
     model.predict_candidates(image, prob_thresh=0.5)  # warm-up: oneDNN picks its kernels
