@@ -148,10 +148,10 @@ def synthetic_like(pairs, n: int, *, stats: dict | None = None, seed: int = 0,
     magnification stay consistent); the canvas has the size of the real images (at most
     1024 px a side); the number of particles per image follows the density of its source
     image (x 0.7 to 1.3), so images at different magnifications each keep their own
-    crowding; particle scale stays near 1 (0.8-1.25) so sizes match the annotations; particles
+    crowding; particle scale is drawn from `scale` (default 0.8-1.25, near the annotated
+    sizes; `adapt` widens it at one magnification); particles
     overlap up to 30 % of their area when more than a fifth of the real ones touch each
-    other, and are kept apart otherwise. `scale` is the particles' scale range (default
-    0.8-1.25, near the annotated sizes). Returns ``(dataset, settings)``.
+    other, and are kept apart otherwise. Returns ``(dataset, settings)``.
     """
     from ..synth import Augmenter, Compositor, SyntheticDataset
     from ..synth._dataset import _NoParticles
