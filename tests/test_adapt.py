@@ -117,15 +117,21 @@ def test_synthetic_pairs_keep_the_crowding_of_each_magnification():
     assert np.mean(by_source[1]) <= 1.5 * sparse[1].count
     # "auto" synthetic scale: narrow across magnifications (the real images span sizes),
     # 0.5-2 at one magnification, less where large particles would not fit the canvas
-    from utilegen.segment._adapt import _synthetic_scale
+    from utilegen.segment._adapt import _synthetic_scale, several_magnifications
 
-    assert _synthetic_scale(real, annotation_stats(real)) == (0.8, 1.25)
+    def auto_scale(pairs):
+        stats = annotation_stats(pairs)
+        return _synthetic_scale(pairs, stats, several=several_magnifications(stats))
+
+    assert several_magnifications(annotation_stats(real))  # radius 4-5 against 14-16
+    assert auto_scale(real) == (0.8, 1.25)
     small = disks((200, 200), [(40, 40), (40, 120), (120, 60), (150, 150)], 8)
     one = [(small.astype(np.float32), small), (small.astype(np.float32), small)]
-    assert _synthetic_scale(one, annotation_stats(one)) == (0.5, 2.0)
+    assert not several_magnifications(annotation_stats(one))
+    assert auto_scale(one) == (0.5, 2.0)
     large = disks((100, 100), [(50, 50)], 35)
     big = [(large.astype(np.float32), large)]
-    lo, hi = _synthetic_scale(big, annotation_stats(big))
+    lo, hi = auto_scale(big)
     assert lo == 0.5 and hi == 1.25
 
 

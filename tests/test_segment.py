@@ -537,3 +537,25 @@ def test_patch_sampler_composes_synthetic_pairs_on_the_fly():
         PatchSampler(empty, config, synthetic=Disks(), synthetic_share=1.5)
     with pytest.raises(ValueError, match="synthetic"):
         PatchSampler(empty, config, synthetic_share=0.5)
+
+
+def test_threshold_choice_takes_the_middle_of_a_flat_top():
+    from utilegen.segment._model import _flat_top_argmax
+
+    calls = []
+
+    def plateau(t):  # what 2 held-out particles give: any threshold in [0.2, 0.7] finds both
+        calls.append(t)
+        return 1.0 if 0.2 <= t <= 0.7 else 0.5
+
+    t, best = _flat_top_argmax(plateau, 0.05, 0.98)
+    assert best == 1.0 and abs(t - 0.45) <= 0.026  # not an end of the range
+    # a single sharp peak between grid points is found by the finer grid
+    t, best = _flat_top_argmax(lambda t: -abs(t - 0.333), 0.05, 0.98)
+    assert abs(t - 0.333) <= 0.006 and best > -0.006
+    # two flat tops: the widest one's middle
+    t, _ = _flat_top_argmax(lambda t: 1.0 if 0.1 <= t <= 0.15 or 0.5 <= t <= 0.8 else 0.0,
+                            0.05, 0.98)
+    assert 0.6 <= t <= 0.7
+    # nothing above the bracket: the one point there
+    assert _flat_top_argmax(lambda t: t, 0.05, 0.05)[0] == 0.05

@@ -23,6 +23,9 @@ from ._data import as_image_and_labels
 #: best for objects of about 10-80 px with grid 2; the shipped model was trained on EMPS
 #: particles of median ~110 px resized by 0.5 (55 px), zoom-augmented by 1.6.
 TARGET_DIAMETER = 40.0
+#: Annotated images whose median particle sizes differ more than this factor are taken to
+#: span several magnifications (`several_magnifications`).
+MAGNIFICATION_SPREAD = 2.0
 #: Synthetic pairs per real pair (the paper's Table 3/5 setting). Since pairs are composed
 #: on the fly, this sets the share of training patches that are synthetic (5 -> 5/6).
 SYNTHETIC_PER_REAL = 5
@@ -85,6 +88,16 @@ def annotation_stats(pairs) -> dict:
             "diameter_p90": float(np.percentile(d, 90)),
             "particles_per_megapixel": float(n_particles / pixels * 1e6),
             "touching_fraction": float(touching / max(n_particles, 1))}
+
+
+def several_magnifications(stats: dict) -> bool:
+    """Whether annotated images span magnifications: their per-image median particle sizes
+    (`annotation_stats`' ``size_spread``) differ more than `MAGNIFICATION_SPREAD`-fold.
+
+    The one test behind `adapt`'s choices that depend on it: the synthetic scale range
+    and the way the adapted model chooses its scale when it predicts.
+    """
+    return stats["size_spread"] > MAGNIFICATION_SPREAD
 
 
 def choose_scale(median_diameter: float, target: float = TARGET_DIAMETER) -> float:
@@ -225,10 +238,11 @@ def validation_figures(model, val) -> dict:
             **size_error([y for _, y in val], [p.labels for p in preds])}
 
 
-def _synthetic_scale(pairs, stats: dict) -> tuple[float, float]:
+def _synthetic_scale(pairs, stats: dict, *, several: bool) -> tuple[float, float]:
     """`adapt`'s ``synthetic_scale="auto"``: 0.5 to 2 at one magnification (at most what
-    lets the largest particles fit the synthetic canvas), 0.8-1.25 across several."""
-    if stats["size_spread"] > 2:
+    lets the largest particles of `pairs` fit the synthetic canvas), 0.8-1.25 across
+    `several`."""
+    if several:
         return (0.8, 1.25)
     side = min(1024.0, float(np.median([min(im.shape[:2]) for im, _ in pairs])))
     return (0.5, float(np.clip((side - 4) / (1.5 * stats["diameter_p90"]), 1.25, 2.0)))
@@ -344,14 +358,13 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
     else:
         train, val_pairs, how = holdout(real, seed=seed)
     stats = annotation_stats(train)
-    # one pass at the chosen scale, unless the annotated images span magnifications
-    # (per-image median sizes more than 2x apart): then the scale is tried per image
+    several = several_magnifications(annotation_stats(real))
+    # one pass at the chosen scale, unless the annotated images span magnifications: then
+    # the scale is tried per image
     predict_scale = None
     if scale == "auto":
         chosen = choose_scale(stats["diameter_median"])
-        medians = [float(np.median(d))
-                   for d in (equivalent_diameters(y) for _, y in real) if len(d)]
-        predict_scale = "sweep" if max(medians) / min(medians) > 2 else None
+        predict_scale = "sweep" if several else None
     else:
         chosen = float(scale)
         if not 0.05 <= chosen <= 4:
@@ -379,7 +392,7 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
         # composed on the fly while the network trains, a new pair for every synthetic
         # patch, with the share of patches that n_syn stored pairs would have had
         if synthetic_scale == "auto":
-            synthetic_scale = _synthetic_scale(train, stats)
+            synthetic_scale = _synthetic_scale(train, stats, several=several)
         syn, synthetic_settings = synthetic_like(train, ON_THE_FLY_LENGTH, stats=stats,
                                                  seed=seed + 1, scale=synthetic_scale)
         share = n_syn / (n_syn + len(train_set))
