@@ -104,8 +104,6 @@ def selection_ids(data, n=20):
 
 def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0, extra=(), keep=None):
     from utilegen.segment import StarDist
-    from utilegen.segment._adapt import validation_figures
-    from utilegen.segment._data import as_image_and_labels
 
     init = ARMS[arm][0]
     with tempfile.TemporaryDirectory(prefix="utilegen-adapt-") as tmp:
@@ -127,9 +125,30 @@ def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0, extra
         if keep is not None:  # for later evaluation without retraining
             import shutil
 
-            dest = Path(keep) / f"{name} {arm}".replace(" ", "_").replace("=", "")
+            dest = kept_folder(keep, name, arm)
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(tmp / "model", dest)
+    record = score(model, data, eval_ids)
+    a = model.info["adaptation"]
+    return {"cell": name, "arm": arm, "n_real": len(train_ids),
+            "n_synthetic": round(n_syn * a["train_pairs"]),
+            "train_ids": list(train_ids), "n_eval": len(eval_ids), "minutes_budget": minutes,
+            "command_minutes": round(wall, 2), "steps": a["steps"], "scale": a["scale"]["chosen"],
+            "split": a["split"]["kind"], "thresholds": a["thresholds"],
+            "predict_scale": a["scale"]["predict"], "heldout": a["validation"],
+            "kept": a.get("kept", "adapted"), **record}
+
+
+def kept_folder(keep, name, arm) -> Path:
+    """Where ``--keep`` copies a cell's model."""
+    return Path(keep) / f"{name} {arm}".replace(" ", "_").replace("=", "")
+
+
+def score(model, data, eval_ids) -> dict:
+    """A cell's figures: `model` on the cell's evaluation images (all, matched, per mode)."""
+    from utilegen.segment._adapt import equivalent_diameters, validation_figures
+    from utilegen.segment._data import as_image_and_labels
+
     pairs = [as_image_and_labels(*data.pair(data.ids.index(i)), name=i) for i in eval_ids]
     figures = validation_figures(model, pairs)
     # EMPS images span magnifications (the t5 evaluation set's particles: 10-400 px), which
@@ -138,8 +157,6 @@ def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0, extra
     # A user's own series has one magnification: the evaluation images whose median particle
     # is within 2x of the training annotations' median stand in for it (defined before any
     # result was seen; labelled "matched")
-    from utilegen.segment._adapt import equivalent_diameters
-
     d_train = a["annotations"]["diameter_median"]
     matched = [p for p in pairs if 0.5 <= np.median(equivalent_diameters(p[1])) / d_train <= 2]
     match = validation_figures(model, matched) if matched else None
@@ -153,21 +170,43 @@ def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0, extra
             f = validation_figures(model, matched)
             modes[str(mode or f"fixed {model.config.scale:g}")] = {
                 k: f[k] for k in ("f1_50", "f1_70", "recall_50", "d50_relative_error")}
-    model.predict_scale = stored
     model.predict_scale = "auto"
     auto = validation_figures(model, pairs)
-    return {"cell": name, "arm": arm, "n_real": len(train_ids),
-            "n_synthetic": round(n_syn * a["train_pairs"]),
-            "train_ids": list(train_ids), "n_eval": len(eval_ids), "minutes_budget": minutes,
-            "command_minutes": round(wall, 2), "steps": a["steps"], "scale": a["scale"]["chosen"],
-            "split": a["split"]["kind"], "thresholds": a["thresholds"],
-            "predict_scale": a["scale"]["predict"], "heldout": a["validation"],
-            "kept": a.get("kept", "adapted"), **figures,
+    model.predict_scale = stored
+    return {**figures,
             "auto_scale": {k: auto[k] for k in ("f1_50", "f1_70", "d50_relative_error")},
             "matched_by_scale_mode": modes,
             "matched": None if match is None else {
                 "n_images": len(matched), **{k: match[k] for k in ("f1_50", "f1_70",
                                                                    "d50_relative_error")}}}
+
+
+def rescore(data, keep, record, seed=0) -> dict:
+    """A kept cell's model with its thresholds chosen again by the present code, on the
+    held-out part of its own training images (the train command's split, same seed), then
+    scored as the cell was. No training and no evaluation image takes part in the choice.
+    None when the kept model is not the one of `record` (another run of the cell)."""
+    from utilegen.segment import StarDist
+    from utilegen.segment._adapt import holdout
+    from utilegen.segment._data import as_image_and_labels
+
+    model = StarDist.load(kept_folder(keep, record["cell"], record["arm"]))
+    if model.info["adaptation"]["steps"] != record["steps"]:
+        return None  # the kept model is another run of this cell
+    # the train command reads its folder in sorted order
+    real = [as_image_and_labels(*data.pair(data.ids.index(i)), name=i)
+            for i in sorted(record["train_ids"])]
+    _, val, _ = holdout(real, seed=seed)
+    before = dict(model.thresholds)
+    model.optimize_thresholds(val, scale=model.predict_scale)
+    eval_ids = next(e for n, a, _, e, _ in designs(data)
+                    if (n, a) == (record["cell"], record["arm"]))
+    return {**{k: record[k] for k in ("cell", "arm", "n_real", "n_synthetic", "train_ids",
+                                      "n_eval", "minutes_budget", "command_minutes", "steps",
+                                      "scale", "split", "predict_scale", "kept")},
+            "rescored": {"thresholds_before": before, "f1_50_before": record["f1_50"],
+                         "matched_before": record.get("matched")},
+            "thresholds": dict(model.thresholds), **score(model, data, eval_ids)}
 
 
 def markdown(results) -> str:
@@ -228,6 +267,10 @@ def main():
                     help="override the mixed arms' synthetic pairs per real pair (a variant)")
     ap.add_argument("--train-args", default="",
                     help="more arguments for the train command (a labelled variant)")
+    ap.add_argument("--rescore", nargs=2, type=Path, metavar=("RECORDS", "KEPT"),
+                    help="choose the thresholds of the models kept (--keep) in folder KEPT "
+                         "again with the present code, for the cells in the file RECORDS, and "
+                         "score them again (no training); written to --out")
     ap.add_argument("--table", type=Path,
                     help="print the results in this file as Markdown and exit")
     args = ap.parse_args()
@@ -237,6 +280,25 @@ def main():
     from utilegen.datasets import emps
 
     data = emps(args.emps_root)
+    if args.rescore:
+        records, kept = args.rescore
+        out = []
+        for r in json.loads(records.read_text()):
+            if "error" in r or not kept_folder(kept, r["cell"], r["arm"]).is_dir():
+                continue
+            if args.only and r["cell"] not in args.only and not any(
+                    r["cell"].startswith(o + " ") for o in args.only):
+                continue
+            new = rescore(data, kept, r)
+            if new is None:
+                continue
+            out.append(new)
+            tmp = args.out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(out, indent=1))
+            tmp.replace(args.out)
+            print(json.dumps({k: out[-1][k] for k in ("cell", "arm", "thresholds", "f1_50",
+                                                      "matched", "rescored")}), flush=True)
+        return
     extra = (["--device", args.device] if args.device else []) + (
         ["--workers", str(args.workers)] if args.workers else []) + args.train_args.split()
     select = selection_ids(data) if args.select else None
