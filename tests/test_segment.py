@@ -559,3 +559,19 @@ def test_threshold_choice_takes_the_middle_of_a_flat_top():
     assert 0.6 <= t <= 0.7
     # nothing above the bracket: the one point there
     assert _flat_top_argmax(lambda t: t, 0.05, 0.05)[0] == 0.05
+
+
+def test_candidate_cap_keeps_the_sure_ones_and_the_surest_others():
+    from utilegen.segment._model import _cap_candidates
+
+    rng = np.random.default_rng(0)
+    probs = rng.uniform(0.05, 1, 5000).astype(np.float32)
+    points = np.stack([np.arange(5000), np.arange(5000)], 1)
+    dists = rng.uniform(1, 5, (5000, 8)).astype(np.float32)
+    p, q, d = _cap_candidates((points, probs, dists), 0.5, 100)
+    n_sure = int((probs >= 0.5).sum())
+    assert len(q) == n_sure + 100
+    assert np.all(q >= np.sort(probs)[::-1][n_sure + 99])  # the most probable ones
+    assert np.array_equal(probs[p[:, 0]], q) and np.array_equal(dists[p[:, 0]], d)
+    few = (points[:50], probs[:50], dists[:50])
+    assert _cap_candidates(few, 0.5, 100) is few
