@@ -181,11 +181,12 @@ def score(model, data, eval_ids) -> dict:
                                                                    "d50_relative_error")}}}
 
 
-def rescore(data, keep, record, seed=0) -> dict:
+def rescore(data, keep, record, seed=0, select=None) -> dict:
     """A kept cell's model with its thresholds chosen again by the present code, on the
     held-out part of its own training images (the train command's split, same seed), then
     scored as the cell was. No training and no evaluation image takes part in the choice.
-    None when the kept model is not the one of `record` (another run of the cell)."""
+    With `select` (the selection ids), scored on those instead of the cell's evaluation
+    images. None when the kept model is not the one of `record` (another run of the cell)."""
     from utilegen.segment import StarDist
     from utilegen.segment._adapt import holdout
     from utilegen.segment._data import as_image_and_labels
@@ -199,8 +200,8 @@ def rescore(data, keep, record, seed=0) -> dict:
     _, val, _ = holdout(real, seed=seed)
     before = dict(model.thresholds)
     model.optimize_thresholds(val, scale=model.predict_scale)
-    eval_ids = next(e for n, a, _, e, _ in designs(data)
-                    if (n, a) == (record["cell"], record["arm"]))
+    eval_ids = select or next(e for n, a, _, e, _ in designs(data)
+                              if (n, a) == (record["cell"], record["arm"]))
     return {**{k: record[k] for k in ("cell", "arm", "n_real", "n_synthetic", "train_ids",
                                       "n_eval", "minutes_budget", "command_minutes", "steps",
                                       "scale", "split", "predict_scale", "kept")},
@@ -289,7 +290,7 @@ def main():
             if args.only and r["cell"] not in args.only and not any(
                     r["cell"].startswith(o + " ") for o in args.only):
                 continue
-            new = rescore(data, kept, r)
+            new = rescore(data, kept, r, select=selection_ids(data) if args.select else None)
             if new is None:
                 continue
             out.append(new)
