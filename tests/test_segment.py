@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -542,10 +543,7 @@ def test_patch_sampler_composes_synthetic_pairs_on_the_fly():
 def test_threshold_choice_takes_the_middle_of_a_flat_top():
     from utilegen.segment._model import _flat_top_argmax
 
-    calls = []
-
     def plateau(t):  # what 2 held-out particles give: any threshold in [0.2, 0.7] finds both
-        calls.append(t)
         return 1.0 if 0.2 <= t <= 0.7 else 0.5
 
     t, best = _flat_top_argmax(plateau, 0.05, 0.98)
@@ -557,7 +555,7 @@ def test_threshold_choice_takes_the_middle_of_a_flat_top():
     t, _ = _flat_top_argmax(lambda t: 1.0 if 0.1 <= t <= 0.15 or 0.5 <= t <= 0.8 else 0.0,
                             0.05, 0.98)
     assert 0.6 <= t <= 0.7
-    # nothing above the bracket: the one point there
+    # an empty range (lowest = highest): its one point
     assert _flat_top_argmax(lambda t: t, 0.05, 0.05)[0] == 0.05
 
 
@@ -568,10 +566,27 @@ def test_candidate_cap_keeps_the_sure_ones_and_the_surest_others():
     probs = rng.uniform(0.05, 1, 5000).astype(np.float32)
     points = np.stack([np.arange(5000), np.arange(5000)], 1)
     dists = rng.uniform(1, 5, (5000, 8)).astype(np.float32)
-    p, q, d = _cap_candidates((points, probs, dists), 0.5, 100)
+    (p, q, d), cut = _cap_candidates((points, probs, dists), 0.5, 100)
     n_sure = int((probs >= 0.5).sum())
     assert len(q) == n_sure + 100
-    assert np.all(q >= np.sort(probs)[::-1][n_sure + 99])  # the most probable ones
+    assert cut == np.sort(probs)[::-1][n_sure + 99] and np.all(q >= cut)  # the most probable
     assert np.array_equal(probs[p[:, 0]], q) and np.array_equal(dists[p[:, 0]], d)
     few = (points[:50], probs[:50], dists[:50])
-    assert _cap_candidates(few, 0.5, 100) is few
+    assert _cap_candidates(few, 0.5, 100) == (few, 0.0)
+
+
+def test_threshold_search_starts_above_the_candidate_cap(trained, monkeypatch):
+    """Below the cap's cut the search would see fewer candidates than `predict` keeps, so
+    it must not choose a threshold there."""
+    import utilegen.segment._model as model_module
+
+    model, pair, _ = trained
+    model = copy.deepcopy(model)
+    image = pair[0]
+    probs = model.predict_candidates(image, prob_thresh=0.05)[1]
+    sure = int((probs >= probs.max() / 2).sum())
+    assert len(probs) > sure + 20  # enough candidates below the sure ones to cap
+    monkeypatch.setattr(model_module, "CANDIDATE_CAP", 10)
+    cut = np.sort(probs)[::-1][sure + 9]
+    model.optimize_thresholds([pair], nms_threshs=(0.3,))
+    assert model.thresholds["prob"] >= cut - 1e-6

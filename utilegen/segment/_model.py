@@ -452,9 +452,12 @@ class StarDist:
         For each NMS threshold, `measure` (averaged over `iou_threshs`, as in
         `stardist.utils.optimize_threshold`) is computed for probability thresholds on a
         grid from 0.05 to the highest candidate probability (step 0.05), then refined
-        (step 0.01) around the best one. Where several thresholds score the best (few
-        validation particles make the score flat), the middle of that range is taken,
-        not one end: with 2-5 held-out particles the old golden-section search in
+        (step 0.01) around the best one. To bound the cost, at most `CANDIDATE_CAP`
+        candidates below half the highest probability are kept per image and scale; where
+        that drops some, the grid starts at the lowest probability kept (on dense images
+        at a large scale, about StarDist's ``max_prob / 2``). Where several thresholds
+        score the best (few validation particles make the score flat), the middle of that
+        range is taken, not one end: with 2-5 held-out particles the old golden-section search in
         StarDist's bracket ``[max_prob / 2, max_prob]`` settled at 0.68-0.73, and new
         images of the same material then lost half their particles (benchmarks/RESULTS.md,
         "Thresholds from a few held-out particles"). The network runs once per image
@@ -491,14 +494,15 @@ class StarDist:
         max_prob = max((float(c[1].max()) if len(c[1]) else 0.0) for cs in cands for _, c in cs)
         if max_prob <= 0:
             raise ValueError("the model predicts no foreground on the validation images")
-        lowest = 0.05  # candidates below it were never kept
         # Bound the cost: NMS on dense candidates at low thresholds takes minutes (1.3 M
         # candidates above 0.05 on one EMPS image at scale 4, 100 s per NMS run). Per image
         # and scale, every candidate above half the highest probability (StarDist's bracket)
-        # is kept, and below that at most CANDIDATE_CAP more, the surest; a threshold below
-        # that cut sees only those.
-        cands = [[(s, _cap_candidates(c, max_prob / 2, CANDIDATE_CAP)) for s, c in cs]
-                 for cs in cands]
+        # is kept, and below that at most CANDIDATE_CAP more, the surest. The search then
+        # starts at the highest such cut, where every score is still exact.
+        capped = [[(s, *_cap_candidates(c, max_prob / 2, CANDIDATE_CAP)) for s, c in cs]
+                  for cs in cands]
+        cands = [[(s, c) for s, c, _ in cs] for cs in capped]
+        lowest = max([0.05] + [cut for cs in capped for _, _, cut in cs])
 
         best = (-np.inf, None, None)
         for nms in nms_threshs:
@@ -662,13 +666,14 @@ def choose_scale(width: float, *, target: float = AUTO_WIDTH, lo: float = 0.25,
 
 def _cap_candidates(candidates, sure: float, cap: int):
     """``(points, probs, dists)`` with every candidate of probability >= `sure` and at most
-    `cap` of the others, the most probable ones."""
+    `cap` of the others, the most probable ones; and the cut: the lowest probability kept
+    when some were dropped (above it the kept ones are all there are), else 0."""
     points, probs, dists = candidates
     n = int(np.count_nonzero(probs >= sure)) + cap
     if len(probs) <= n:
-        return candidates
+        return candidates, 0.0
     keep = np.argpartition(-probs, n - 1)[:n]
-    return points[keep], probs[keep], dists[keep]
+    return (points[keep], probs[keep], dists[keep]), float(probs[keep].min())
 
 
 def _flat_top_argmax(score, lo: float, hi: float, *, coarse: float = 0.05,
