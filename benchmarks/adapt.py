@@ -181,33 +181,55 @@ def score(model, data, eval_ids) -> dict:
                                                                    "d50_relative_error")}}}
 
 
-def rescore(data, keep, record, seed=0, select=None) -> dict:
+def rescore(data, keep, record, seed=0, select=None) -> dict | None:
     """A kept cell's model with its thresholds chosen again by the present code, on the
     held-out part of its own training images (the train command's split, same seed), then
     scored as the cell was. No training and no evaluation image takes part in the choice.
+    The adapted-or-base choice the train command made is not redone.
+
     With `select` (the selection ids), scored on those instead of the cell's evaluation
-    images. None when the kept model is not the one of `record` (another run of the cell)."""
+    images, with the old thresholds too (``rescored["before"]``); otherwise "before" is the
+    record's own figures. None when the kept model is not the one of `record` (another run
+    of the cell) or the split cannot be rebuilt.
+    """
     from utilegen.segment import StarDist
-    from utilegen.segment._adapt import holdout
+    from utilegen.segment._adapt import holdout, validation_figures
     from utilegen.segment._data import as_image_and_labels
 
     model = StarDist.load(kept_folder(keep, record["cell"], record["arm"]))
-    if model.info["adaptation"]["steps"] != record["steps"]:
+    a = model.info["adaptation"]
+    if a["steps"] != record["steps"] or model.thresholds != record["thresholds"]:
         return None  # the kept model is another run of this cell
     # the train command reads its folder in sorted order
     real = [as_image_and_labels(*data.pair(data.ids.index(i)), name=i)
             for i in sorted(record["train_ids"])]
-    _, val, _ = holdout(real, seed=seed)
+    _, val, how = holdout(real, seed=seed)
+    if how != a["split"]:
+        return None  # trained with another seed or given validation pairs
+    design = {(n, arm): e for n, arm, _, e, _ in designs(data)}
+    if select is None and (record["cell"], record["arm"]) not in design:
+        return None  # a --select record: rescore it with --select
+    eval_ids = select or design[(record["cell"], record["arm"])]
     before = dict(model.thresholds)
-    model.optimize_thresholds(val, scale=model.predict_scale)
-    eval_ids = select or next(e for n, a, _, e, _ in designs(data)
-                              if (n, a) == (record["cell"], record["arm"]))
+    if select is not None:
+        old = score(model, data, eval_ids)
+        figures_before = {k: old[k] for k in ("f1_50", "f1_70", "d50_relative_error",
+                                              "matched")}
+    else:
+        figures_before = {k: record[k] for k in ("f1_50", "f1_70", "d50_relative_error",
+                                                 "matched")}
+    try:
+        model.optimize_thresholds(val, scale=model.predict_scale)
+    except ValueError as exc:  # no foreground on the held-out data
+        return {"cell": record["cell"], "arm": record["arm"], "error": str(exc)}
     return {**{k: record[k] for k in ("cell", "arm", "n_real", "n_synthetic", "train_ids",
-                                      "n_eval", "minutes_budget", "command_minutes", "steps",
+                                      "minutes_budget", "command_minutes", "steps",
                                       "scale", "split", "predict_scale", "kept")},
-            "rescored": {"thresholds_before": before, "f1_50_before": record["f1_50"],
-                         "matched_before": record.get("matched")},
-            "thresholds": dict(model.thresholds), **score(model, data, eval_ids)}
+            "cell": ("select " if select else "") + record["cell"].removeprefix("select "),
+            "n_eval": len(eval_ids),
+            "rescored": {"thresholds_before": before, "before": figures_before},
+            "thresholds": dict(model.thresholds), "heldout": validation_figures(model, val),
+            **score(model, data, eval_ids)}
 
 
 def markdown(results) -> str:
@@ -283,12 +305,16 @@ def main():
     data = emps(args.emps_root)
     if args.rescore:
         records, kept = args.rescore
+        if "--out" not in sys.argv or args.out.resolve() == records.resolve():
+            ap.error("--rescore writes a new file: give --out, other than RECORDS")
         out = []
         for r in json.loads(records.read_text()):
             if "error" in r or not kept_folder(kept, r["cell"], r["arm"]).is_dir():
                 continue
             if args.only and r["cell"] not in args.only and not any(
                     r["cell"].startswith(o + " ") for o in args.only):
+                continue
+            if args.arms and r["arm"] not in args.arms:
                 continue
             new = rescore(data, kept, r, select=selection_ids(data) if args.select else None)
             if new is None:
@@ -297,8 +323,9 @@ def main():
             tmp = args.out.with_suffix(".tmp")
             tmp.write_text(json.dumps(out, indent=1))
             tmp.replace(args.out)
-            print(json.dumps({k: out[-1][k] for k in ("cell", "arm", "thresholds", "f1_50",
-                                                      "matched", "rescored")}), flush=True)
+            print(json.dumps({k: out[-1].get(k) for k in ("cell", "arm", "thresholds", "f1_50",
+                                                           "matched", "rescored", "error")}),
+                  flush=True)
         return
     extra = (["--device", args.device] if args.device else []) + (
         ["--workers", str(args.workers)] if args.workers else []) + args.train_args.split()

@@ -5,6 +5,9 @@ the golden-section search tried (about 20 per NMS threshold, 3 NMS thresholds), 
 thresholds on dense images: minutes. Greedy NMS at a higher threshold keeps exactly the
 survivors above it of the run at the lowest one, so it now runs NMS once per NMS
 threshold. Both are run here on the same candidates, and must choose the same thresholds.
+Both use the golden-section search of that time: since session 7 `optimize_thresholds`
+scores a grid and caps the candidates (benchmarks/RESULTS.md, "Thresholds from a few
+held-out particles"), so this script measures the NMS reuse alone, not today's search.
 
 Images: the densest EMPS images of the shipped model's validation split (speed only; no
 accuracy is claimed here). The network pass is shared and not timed.

@@ -294,10 +294,11 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
         patches (``r / (r + 1)``), not a number of stored images.
     synthetic_scale : "auto" or (low, high)
         Scale range of the particles pasted into the synthetic pairs (`synthetic_like`).
-        "auto": when the annotated images are at one magnification (per-image median
-        sizes within 2x), 0.5 to 2 (less when the largest particles would not fit the
-        canvas), so that a few annotated particles still teach a range of sizes; with
-        several magnifications, 0.8-1.25 (the real images already span sizes).
+        "auto": when the annotated images (all of them, held-out ones included) are at
+        one magnification (per-image median sizes within 2x, `several_magnifications`),
+        0.5 to 2 (less when the largest particles would not fit the canvas), so that a
+        few annotated particles still teach a range of sizes; with several
+        magnifications, 0.8-1.25 (the real images already span sizes).
         RESULTS.md has the measurement behind it.
     scale : "auto" or float
         Resize factor before the network. "auto" brings the median annotated particle to
