@@ -221,7 +221,7 @@ def test_adapt_validates_arguments():
         adapt(pairs, init="no-such-model")
 
 
-def test_cli_train_writes_a_model_that_analyze_uses(tmp_path):
+def test_cli_train_writes_a_model_that_analyze_uses(tmp_path, capsys):
     import argparse
 
     from utilegen import analyze
@@ -240,6 +240,11 @@ def test_cli_train_writes_a_model_that_analyze_uses(tmp_path):
     assert args.func(args) == 0
     info = json.loads((tmp_path / "model" / "info.json").read_text())
     a = info["adaptation"]
+    # two 96 px images: their held-out quarters hold a few particles, and the user is told
+    from utilegen.segment._adapt import FEW_HELDOUT
+
+    assert 0 < a["validation"]["n_true"] < FEW_HELDOUT
+    assert "held-out particles: these figures" in capsys.readouterr().out
     assert info["kind"] == "stardist" and "utilegen_version" in info
     assert a["base"] == "scratch" and a["pair_ids"] == ["im0", "im1"]
     assert a["split"]["kind"] == "spatial" and a["images"].endswith("images")
@@ -250,6 +255,12 @@ def test_cli_train_writes_a_model_that_analyze_uses(tmp_path):
     assert held["f1_50"] == a["validation"]["f1_50"]
     assert held["d50_relative_error"] == a["validation"]["d50_relative_error"]
     assert analyze(tmp_path / "images").settings["segmenter_heldout"] is None  # shipped
+    from utilegen.cli import main
+
+    assert main(["analyze", str(tmp_path / "images"), "--model", str(tmp_path / "model"),
+                 "--out", str(tmp_path / "report"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "segmenter on its held-out annotated images" in out and "a rough figure" in out
     with pytest.raises(FileExistsError):
         args = parser.parse_args(argv)
         args.func(args)

@@ -154,6 +154,11 @@ def _analyze(args) -> int:
         print(f"segmenter on its held-out annotated images: F1@0.5 {held['f1_50']:.3f}, "
               f"D50 error {'n/a' if err is None else f'{err:+.1%}'} "
               f"({held['n_true']} annotated particles); sizes here carry at least that error")
+        from .segment._adapt import FEW_HELDOUT
+
+        if held["n_true"] is not None and held["n_true"] < FEW_HELDOUT:
+            print(f"  only {held['n_true']} held-out particles: a rough figure; annotate "
+                  "more images to measure the segmenter's error")
     print(f"report written to {out}/ (particles.csv, summary.csv, psd.png, overlays/, labels/)")
     return 0 if not report.errors else 3
 

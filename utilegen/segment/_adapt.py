@@ -23,6 +23,9 @@ from ._data import as_image_and_labels
 #: best for objects of about 10-80 px with grid 2; the shipped model was trained on EMPS
 #: particles of median ~110 px resized by 0.5 (55 px), zoom-augmented by 1.6.
 TARGET_DIAMETER = 40.0
+#: Held-out particles below which an adaptation's held-out figures are called rough (one
+#: image's held-out quarter often holds 2-5).
+FEW_HELDOUT = 20
 #: Annotated images whose median particle sizes differ more than this factor are taken to
 #: span several magnifications (`several_magnifications`).
 MAGNIFICATION_SPREAD = 2.0
@@ -454,6 +457,10 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
         print(f"validation: F1@0.5 {figures['f1_50']:.3f}, F1@0.7 {figures['f1_70']:.3f}, "
               f"{figures['n_pred']} found of {figures['n_true']} annotated, D50 error "
               + ("n/a" if err is None else f"{err:+.1%}"))
+        if figures["n_true"] < FEW_HELDOUT:
+            print(f"only {figures['n_true']} held-out particles: these figures, and the "
+                  "thresholds chosen on them, are rough; annotate more images (3 or more "
+                  "hold out whole images) for a trustworthy estimate")
     from .. import __version__
 
     model.info = {
