@@ -9,6 +9,7 @@ present, on one EMPS image.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -277,6 +278,13 @@ def test_saved_stardist_folder_and_tiled_prediction(tmp_path):
     assert mask.shape == (200, 1100)
     assert len(report.particles) == len(set(mask.ids) - set(mask.border_ids()))
     assert "StarDist" in report.settings["segmenter"]
+    # the report says which scale the segmenter used, and why
+    assert report.segmentation_info["image_0"] == {
+        "scale": config.scale, "mode": "fixed", "passes": 1, "reason": "fixed scale"}
+    assert report.summary.set_index("image_id").loc["image_0", "segmentation_scale"] == \
+        config.scale
+    saved = json.loads((report.save(tmp_path / "report") / "report.json").read_text())
+    assert saved["images"][0]["segmentation"]["mode"] == "fixed"
 
 
 def test_default_model_on_an_emps_image(emps_root):
@@ -293,6 +301,10 @@ def test_default_model_on_an_emps_image(emps_root):
     mask = report.masks[path.stem]
     assert mask.shape == (512, 687)
     assert report.count(path.stem) == len(set(mask.ids) - set(mask.border_ids()))
+    # one pass at a scale chosen for this image, with the measured width as the reason
+    seg = report.segmentation_info[path.stem]
+    assert seg["mode"] == "auto" and 0.05 <= seg["scale"] <= 4
+    assert "px wide" in seg["reason"] and seg["particle_width_px"] > 0
 
 
 def test_cli_analyze(folder, tmp_path, monkeypatch, capsys):

@@ -90,6 +90,7 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | str 
     shape_classifier = load_classifier(classifier)
 
     masks, read, classes, calibration, tables, cal_info = {}, {}, {}, {}, [], {}
+    seg_info = {}
     errors: list[tuple[str, str, str]] = []
     warnings: list[str] = []
     units_by_column: dict = {}
@@ -123,6 +124,7 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | str 
         masks[image_id], read[image_id] = outcome["mask"], outcome["image"]
         classes[image_id], calibration[image_id] = outcome["class"], outcome["calibration"]
         cal_info[image_id] = outcome.get("calibration_info")
+        seg_info[image_id] = outcome.get("segmentation_info")
     bar.close()
     if own_worker is not None:
         own_worker.close()
@@ -149,7 +151,7 @@ def analyze(images, *, segmenter=None, classifier=None, pixel_size: float | str 
                 "segmenter_heldout": _heldout_figures(model)}
     return Report(ids=ok_ids, masks=masks, images=read, particles=particles, classes=classes,
                   calibration=calibration, errors=errors, warnings=warnings, settings=settings,
-                  calibration_info=cal_info)
+                  calibration_info=cal_info, segmentation_info=seg_info)
 
 
 def _heldout_figures(model) -> dict | None:

@@ -25,10 +25,11 @@ def _analyze_one(image_id, source, model, shape_classifier, *, pixel_size, unit,
         image = _as_image(source)
         cal = _calibration(source, image, pixel_size, unit)
         size, image_unit = cal.pixel_size, cal.unit
-        notes = []
+        notes, segmentation = [], None
         if callable(getattr(model, "trust_warnings", None)):  # a StarDist: say when in doubt
             mask, details = model.predict(image, return_details=True)
             notes = model.trust_warnings(mask, details)
+            segmentation = _scale_used(details)
         else:
             mask = model.predict(image)
         if not isinstance(mask, InstanceMask):
@@ -65,7 +66,18 @@ def _analyze_one(image_id, source, model, shape_classifier, *, pixel_size, unit,
     table.attrs = attrs
     return {"id": image_id, "table": table, "mask": mask, "image": image, "class": image_class,
             "calibration": (size, image_unit), "calibration_info": _describe(cal),
-            "warnings": notes}
+            "segmentation_info": segmentation, "warnings": notes}
+
+
+def _scale_used(details) -> dict:
+    """Which resize factor the segmenter used for one image, and why (`predict`'s
+    ``scale_choice``): what the report says about the segmentation."""
+    choice = details.get("scale_choice") or {}
+    out = {"scale": float(details["scale"]), "mode": choice.get("mode"),
+           "passes": choice.get("passes"), "reason": choice.get("reason")}
+    if choice.get("width_px") is not None:
+        out["particle_width_px"] = float(choice["width_px"])
+    return out
 
 
 def _describe(cal) -> dict:

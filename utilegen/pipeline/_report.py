@@ -44,13 +44,14 @@ class Report:
         each column.
     summary : pandas.DataFrame
         One row for the whole batch (``image_id == "all"``) and one per image: particle
-        count, calibration, the size distribution's statistics (``equivalent_diameter_*``:
-        mean, std, median, mode, D10/D50/D90, geometric mean/std, log-normal fit, and
-        95 % sampling confidence intervals of the mean and of D10/D50/D90, ``*_ci_low`` /
-        ``*_ci_high``: how far they could move with other particles of the same sample), the
-        mean shape descriptors and the fraction of particles of each shape
-        (``fraction_sphere``, ...: counts of ``shape_class``, which may differ from the
-        image class, a mean of probabilities).
+        count, calibration, the resize factor the segmenter used (``segmentation_scale``;
+        ``report.json`` also says why), the size distribution's statistics
+        (``equivalent_diameter_*``: mean, std, median, mode, D10/D50/D90, geometric
+        mean/std, log-normal fit, and 95 % sampling confidence intervals of the mean and of
+        D10/D50/D90, ``*_ci_low`` / ``*_ci_high``: how far they could move with other
+        particles of the same sample), the mean shape descriptors and the fraction of
+        particles of each shape (``fraction_sphere``, ...: counts of ``shape_class``, which
+        may differ from the image class, a mean of probabilities).
     distributions : dict of str -> SizeDistribution
         Batch distributions of `DISTRIBUTION_COLUMNS` (empty when no particle was found).
     classes : dict of str -> str or None
@@ -64,7 +65,7 @@ class Report:
     """
 
     def __init__(self, *, ids, masks, images, particles, classes, calibration, errors,
-                 warnings, settings, calibration_info=None):
+                 warnings, settings, calibration_info=None, segmentation_info=None):
         self.ids = list(ids)
         self.masks = dict(masks)
         self.images = dict(images)
@@ -74,6 +75,9 @@ class Report:
         # per image: {"source": "metadata:..."|"scale bar"|"user"|"none", "pixel_size",
         # "unit", and the scale bar found ("box", "label", "confidence", ...)}
         self.calibration_info = dict(calibration_info or {})
+        # per image, for a StarDist segmenter: {"scale" (resize factor used), "mode"
+        # ("fixed" | "auto" | "sweep"), "passes", "reason", "particle_width_px" (auto)}
+        self.segmentation_info = dict(segmentation_info or {})
         self.errors = list(errors)
         self.warnings = list(warnings)
         self.settings = dict(settings)
@@ -124,9 +128,11 @@ class Report:
         from ..morphometry import SizeDistribution
 
         info = self.calibration_info.get(image_id) or {}
+        seg = self.segmentation_info.get(image_id) or {}
         row = {"image_id": image_id, "image_class": image_class, "particles": len(table),
                "pixel_size": pixel_size, "unit": unit,
-               "calibration_source": info.get("source")}
+               "calibration_source": info.get("source"),
+               "segmentation_scale": seg.get("scale")}
         values = table[SIZE_COLUMN].to_numpy(dtype=np.float64) if len(table) else np.array([])
         values = values[np.isfinite(values)]
         keys = ("mean", "std", "median", "mode", "d10", "d50", "d90", "geometric_mean",
@@ -280,7 +286,8 @@ class Report:
             "images": [{"id": i, "file_stem": names[i], "particles": self.count(i),
                         "instances": len(self.masks[i]), "pixel_size": self.calibration[i][0],
                         "unit": self.calibration[i][1], "image_class": self.classes.get(i),
-                        "calibration": self.calibration_info.get(i)}
+                        "calibration": self.calibration_info.get(i),
+                        "segmentation": self.segmentation_info.get(i)}
                        for i in self.ids],
             "errors": [{"image": e[0], "error": e[1]} for e in self.errors],
             "warnings": self.warnings,
