@@ -307,7 +307,7 @@ def main():
         records, kept = args.rescore
         if "--out" not in sys.argv or args.out.resolve() == records.resolve():
             ap.error("--rescore writes a new file: give --out, other than RECORDS")
-        out = []
+        out, select = [], selection_ids(data) if args.select else None
         for r in json.loads(records.read_text()):
             if "error" in r or not kept_folder(kept, r["cell"], r["arm"]).is_dir():
                 continue
@@ -316,7 +316,7 @@ def main():
                 continue
             if args.arms and r["arm"] not in args.arms:
                 continue
-            new = rescore(data, kept, r, select=selection_ids(data) if args.select else None)
+            new = rescore(data, kept, r, select=select)
             if new is None:
                 continue
             out.append(new)

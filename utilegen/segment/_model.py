@@ -685,20 +685,18 @@ def _flat_top_argmax(score, lo: float, hi: float, *, coarse: float = 0.05,
     validation particles), the middle of the widest such run of grid points is returned,
     if it scores as well; else the best point nearest that middle.
     """
-    def top(grid):
+    def top(grid):  # the best score on `grid`, and the widest run of grid indices reaching it
         values = np.array([score(t) for t in grid])
         best = values.max()
         on = np.flatnonzero(values >= best - 1e-12)
-        runs = np.split(on, np.flatnonzero(np.diff(on) > 1) + 1)
-        run = max(runs, key=len)
-        return grid, best, run
+        return best, max(np.split(on, np.flatnonzero(np.diff(on) > 1) + 1), key=len)
 
     grid = np.unique(np.append(np.arange(lo, hi, coarse), hi))
-    grid, best, run = top(grid)
+    best, run = top(grid)
     if len(run) == 1:  # a single peak: look closer around it
         t0 = grid[run[0]]
         grid = np.unique(np.clip(np.arange(t0 - coarse, t0 + coarse + fine / 2, fine), lo, hi))
-        grid, best, run = top(grid)
+        best, run = top(grid)
     middle = (grid[run[0]] + grid[run[-1]]) / 2
     if score(middle) >= best - 1e-12:
         return float(middle), float(best)
