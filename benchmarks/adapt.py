@@ -158,8 +158,10 @@ def score(model, data, eval_ids) -> dict:
     # is within 2x of the training annotations' median stand in for it (defined before any
     # result was seen; labelled "matched")
     d_train = a["annotations"]["diameter_median"]
-    matched = [p for p in pairs if 0.5 <= np.median(equivalent_diameters(p[1])) / d_train <= 2]
+    is_matched = [0.5 <= np.median(equivalent_diameters(y)) / d_train <= 2 for _, y in pairs]
+    matched = [p for p, m in zip(pairs, is_matched) if m]
     match = validation_figures(model, matched) if matched else None
+    ids = [i for i, m in zip(eval_ids, is_matched) if m]
     # the matched images under each way of choosing the scale (labelled; the thresholds
     # were chosen for the model's own predict_scale)
     modes = {}
@@ -178,7 +180,28 @@ def score(model, data, eval_ids) -> dict:
             "matched_by_scale_mode": modes,
             "matched": None if match is None else {
                 "n_images": len(matched), **{k: match[k] for k in ("f1_50", "f1_70",
-                                                                   "d50_relative_error")}}}
+                                                                   "d50_relative_error")},
+                "per_image": per_image(model, matched, ids)}}
+
+
+def per_image(model, pairs, ids) -> list[dict]:
+    """Per image: F1@0.5, counts, and the median ratio of predicted to true equivalent
+    diameter over the pairs matched at IoU 0.5 (a size bias, apart from missed particles)."""
+    from stardist.matching import matching
+
+    out = []
+    for (image, truth), i in zip(pairs, ids):
+        pred = model.predict(image).labels
+        m = matching(truth, pred, thresh=0.5, report_matches=True)
+        pairs_tp = [(t, p) for (t, p), iou in zip(m.matched_pairs, m.matched_scores)
+                    if iou >= 0.5]
+        at = np.bincount(truth.ravel())
+        ap = np.bincount(pred.ravel())
+        ratio = [np.sqrt(ap[p] / at[t]) for t, p in pairs_tp]
+        out.append({"id": i, "f1_50": round(float(m.f1), 4), "n_true": int(m.n_true),
+                    "n_pred": int(m.n_pred),
+                    "tp_size_ratio": round(float(np.median(ratio)), 4) if ratio else None})
+    return out
 
 
 def rescore(data, keep, record, seed=0, select=None) -> dict | None:
