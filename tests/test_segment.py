@@ -590,3 +590,60 @@ def test_threshold_search_starts_above_the_candidate_cap(trained, monkeypatch):
     cut = np.sort(probs)[::-1][sure + 9]
     model.optimize_thresholds([pair], nms_threshs=(0.3,))
     assert model.thresholds["prob"] >= cut - 1e-6
+
+
+def test_tta_ray_order_known_answers():
+    from utilegen.segment._predict import _ray_order
+
+    k = np.arange(32)
+    np.testing.assert_array_equal(_ray_order(32, False, False, False), k)
+    np.testing.assert_array_equal(_ray_order(32, False, False, True), (16 - k) % 32)  # col -> -col
+    np.testing.assert_array_equal(_ray_order(32, False, True, False), (-k) % 32)  # row -> -row
+    np.testing.assert_array_equal(_ray_order(32, True, False, False), (8 - k) % 32)  # row <-> col
+
+
+class _ProbeNet(torch.nn.Module):
+    """A stand-in network whose outputs are known: on every g-th pixel, prob is the input
+    there and ray k reads the input 3 px away along ray k (so it turns with the image)."""
+
+    def __init__(self, grid: int, n_rays: int = 16):
+        super().__init__()
+        self.g = grid
+        phi = 2 * np.pi * np.arange(n_rays) / n_rays
+        self.offsets = np.round(3 * np.stack([np.sin(phi), np.cos(phi)], 1)).astype(int)
+
+    def forward(self, x):
+        x = x[:, :1].float().contiguous()
+        pad = torch.nn.functional.pad(x, (3, 3, 3, 3))
+        h, w = x.shape[-2:]
+        rays = [pad[..., 3 + dr:3 + dr + h, 3 + dc:3 + dc + w] for dr, dc in self.offsets]
+        return x[..., ::self.g, ::self.g], torch.cat(rays, 1)[..., ::self.g, ::self.g]
+
+
+@pytest.mark.parametrize("grid", [1, 2])
+def test_tta_maps_every_flip_and_turn_back_onto_the_same_pixels_and_rays(grid):
+    from utilegen.segment._predict import run_network, run_network_tta
+
+    rng = np.random.default_rng(0)
+    x = rng.random((24, 40)).astype(np.float32)  # not square: the turns swap the sides
+    net = _ProbeNet(grid)
+    prob, dist = run_network(net, x, mixed_precision=False)
+    prob_t, dist_t = run_network_tta(net, x, grid=grid, n_rays=16, mixed_precision=False)
+    assert prob_t.shape == prob.shape and dist_t.shape == dist.shape
+    # an equivariant network gains nothing from TTA: the average is its own output,
+    # exactly, away from the edges where the flipped images see zeros in other places
+    np.testing.assert_allclose(prob_t, prob, atol=1e-6)
+    m = -(-4 // grid)
+    np.testing.assert_allclose(dist_t[:, m:-m, m:-m], dist[:, m:-m, m:-m], atol=1e-6)
+    assert not np.allclose(dist[0], dist[4])  # the rays do differ: the check has teeth
+
+
+def test_predict_with_tta_finds_the_same_particles(trained):
+    model, pair, _ = trained
+    plain = model.predict(pair[0])
+    mask, details = model.predict(pair[0], tta=True, return_details=True)
+    assert details["tta"] is True and mask.shape == plain.shape
+    df = evaluate([mask], [pair], iou=0.5)
+    assert df.f1.iloc[-1] >= 0.8  # the overfitted tiny model, augmented
+    mask_auto = model.predict(pair[0], scale="auto", tta=True)
+    assert mask_auto.count >= 0.8 * plain.count

@@ -186,9 +186,10 @@ class StarDist:
         return [float(scale)]
 
     def _auto(self, x, *, prob_thresh: float, nms_thresh: float, tile_size: int = 1024,
-              context: int = 64, keep_prob: bool = False):
+              context: int = 64, keep_prob: bool = False, tta: bool = False):
         """`scale="auto"` on a normalized image: coarse passes until particles are found,
-        then one pass at the scale their width asks for.
+        then one pass at the scale their width asks for (with `tta`, only the passes whose
+        particles are kept are augmented; those that choose the scale are not).
 
         Returns ``(scale, kept, prob_map, choice)``: the NMS result at the chosen scale
         (``(points, probs, dists)`` in resized coordinates) and a dict that says why.
@@ -215,13 +216,19 @@ class StarDist:
             choice = {"mode": "auto", "width_px": round(width / s, 2), "n_seen": len(widths),
                       "seen_at": s}
             if abs(np.log(target / s)) <= np.log(1.2):
+                if tta:  # this pass is kept: run it again, augmented
+                    points, probs, dists, prob_map = self.predict_candidates(
+                        x, prob_thresh=prob_thresh, scale=s, tile_size=tile_size,
+                        context=context, keep_prob=keep_prob, _normalized=True, tta=True)
+                    kept = suppress(points, probs, dists, prob_thresh=prob_thresh,
+                                    nms_thresh=nms_thresh)
                 result = (s, kept, prob_map, {**choice, "scale": s, "passes": len(runs),
                                               "reason": f"particles {width / s:.0f} px wide at "
                                                         f"scale {s:g}: kept that pass"})
             else:
                 points, probs, dists, prob_map = self.predict_candidates(
                     x, prob_thresh=prob_thresh, scale=target, tile_size=tile_size,
-                    context=context, keep_prob=keep_prob, _normalized=True)
+                    context=context, keep_prob=keep_prob, _normalized=True, tta=tta)
                 kept = suppress(points, probs, dists, prob_thresh=prob_thresh,
                                 nms_thresh=nms_thresh)
                 result = (target, kept, prob_map, {
@@ -239,7 +246,7 @@ class StarDist:
                 s2, width2 = second
                 points, probs, dists, _ = self.predict_candidates(
                     x, prob_thresh=prob_thresh, scale=s2, tile_size=tile_size,
-                    context=context, _normalized=True)
+                    context=context, _normalized=True, tta=tta)
                 extra = suppress(points, probs, dists, prob_thresh=prob_thresh,
                                  nms_thresh=nms_thresh)
                 c = result[3]
@@ -306,7 +313,7 @@ class StarDist:
 
     def predict_candidates(self, image, *, prob_thresh: float, scale: float | None = None,
                            tile_size: int = 1024, context: int = 64, keep_prob: bool = False,
-                           _normalized: bool = False):
+                           _normalized: bool = False, tta: bool = False):
         """Normalize `image` and return its candidate polygons above `prob_thresh`.
 
         ``(points (K, 2), prob (K,), dist (K, n_rays), prob_map or None)``, in the
@@ -324,11 +331,11 @@ class StarDist:
                               self.config.normalize_high)
         x = resize_image(image, scale)
         return candidates(self.network, self.config, x, prob_thresh=prob_thresh,
-                          tile_size=tile_size, context=context, keep_prob=keep_prob)
+                          tile_size=tile_size, context=context, keep_prob=keep_prob, tta=tta)
 
     def predict(self, image, *, prob_thresh: float | None = None, nms_thresh: float | None = None,
                 scale: float | str | None = None, tile_size: int = 1024, context: int = 64,
-                return_details: bool = False):
+                tta: bool = False, return_details: bool = False):
         """Instance segmentation of one 2-D image.
 
         Parameters
@@ -355,6 +362,12 @@ class StarDist:
             Images larger than `tile_size` pixels per side (after resizing) are predicted in
             tiles with `context` pixels of overlap (multiples of ``config.divisor``), in
             bounded memory.
+        tta : bool
+            Test-time augmentation: the network's outputs of the passes whose particles are
+            kept are averaged over the 8 flips and quarter turns of the image before NMS
+            (8x their time; the passes of ``"auto"`` that only choose the scale are not
+            augmented). The thresholds stay those chosen without it. RESULTS.md measures
+            what it gains.
         return_details : bool
             Also return a dict with the polygons (``coord`` (K, 2, n_rays), ``points``,
             ``prob`` per instance, label k+1 = entry k), ``prob_map`` (the object
@@ -376,13 +389,13 @@ class StarDist:
         if (self.predict_scale if scale is None else scale) == "auto":
             s, kept, prob_map, choice, *extra = self._auto(
                 x, prob_thresh=p, nms_thresh=n, tile_size=tile_size, context=context,
-                keep_prob=return_details)
+                keep_prob=return_details, tta=bool(tta))
         else:
             runs = []
             for s in scales:
                 points, probs, dists, prob_map = self.predict_candidates(
                     x, prob_thresh=p, scale=s, tile_size=tile_size, context=context,
-                    keep_prob=return_details, _normalized=True)
+                    keep_prob=return_details, _normalized=True, tta=bool(tta))
                 runs.append((s, suppress(points, probs, dists, prob_thresh=p, nms_thresh=n),
                              prob_map))
             s, kept, prob_map = runs[_surest([r[:2] for r in runs])]
@@ -396,7 +409,7 @@ class StarDist:
             labels, details = _add_population(labels, details,
                                               *render(*kept2, image.shape, scale=s2))
         details = {**details, "prob_map": prob_map if return_details else None, "scale": s,
-                   "scale_choice": choice}
+                   "scale_choice": choice, "tta": bool(tta)}
         mask = InstanceMask(labels)
         return (mask, details) if return_details else mask
 

@@ -28,8 +28,56 @@ def run_network(net, x: np.ndarray, *, mixed_precision: bool = True):
     return prob[0, 0].float().numpy(), dist[0].float().numpy()
 
 
+#: The 8 flips and quarter turns of test-time augmentation: (transpose, flip rows, flip cols).
+DIHEDRAL = [(t, r, c) for t in (False, True) for r in (False, True) for c in (False, True)]
+
+
+def _ray_order(n_rays: int, transpose: bool, flip_rows: bool, flip_cols: bool) -> np.ndarray:
+    """For each ray k of the original image, the ray of the transformed image that points
+    the same way (stardist's rays: row offset sin(phi), col offset cos(phi))."""
+    phi = 2 * np.pi * np.arange(n_rays) / n_rays
+    v = np.stack([np.sin(phi), np.cos(phi)], axis=1)  # (row, col) per ray
+    if transpose:
+        v = v[:, ::-1]
+    v = v * [(-1 if flip_rows else 1), (-1 if flip_cols else 1)]
+    return np.argmax(v @ np.stack([np.sin(phi), np.cos(phi)]), axis=1)
+
+
+def run_network_tta(net, x: np.ndarray, *, grid: int, n_rays: int,
+                    mixed_precision: bool = True):
+    """`run_network` averaged over the 8 flips and quarter turns of `x` (test-time
+    augmentation), each mapped back onto `x` before averaging (rays re-ordered).
+
+    With a `grid` g > 1 the network's outputs sit on every g-th pixel. A plain flip would
+    move them by g - 1 pixels, so the flipped input is shifted by g - 1 (zeros enter at the
+    far edge) to keep them on the same pixels: output j of the flipped input then is output
+    ``-1 - j`` of `x`. The sides of `x` must be multiples of `grid`.
+    """
+    prob_sum, dist_sum = 0.0, 0.0
+    for transpose, flip_rows, flip_cols in DIHEDRAL:
+        y = x.T if transpose else x
+        for axis, flip in ((0, flip_rows), (1, flip_cols)):
+            if flip:
+                y = np.flip(y, axis)
+                if grid > 1:
+                    y = np.roll(y, 1 - grid, axis)
+                    y[(slice(None),) * axis + (slice(1 - grid, None),)] = 0
+        prob, dist = run_network(net, np.ascontiguousarray(y), mixed_precision=mixed_precision)
+        if flip_cols:
+            prob, dist = prob[:, ::-1], dist[:, :, ::-1]
+        if flip_rows:
+            prob, dist = prob[::-1], dist[:, ::-1]
+        if transpose:
+            prob, dist = prob.T, dist.transpose(0, 2, 1)
+        prob_sum = prob_sum + prob
+        dist_sum = dist_sum + dist[_ray_order(n_rays, transpose, flip_rows, flip_cols)]
+    n = len(DIHEDRAL)
+    return np.ascontiguousarray(prob_sum / n), np.ascontiguousarray(dist_sum / n)
+
+
 def candidates(net, config: StarDistConfig, image: np.ndarray, *, prob_thresh: float,
-               tile_size: int = 1024, context: int = 64, b: int = 2, keep_prob: bool = False):
+               tile_size: int = 1024, context: int = 64, b: int = 2, keep_prob: bool = False,
+               tta: bool = False):
     """Pixels (on the output grid) whose object probability exceeds `prob_thresh`.
 
     The normalized `image` is zero-padded to a multiple of ``config.divisor`` and, when
@@ -39,6 +87,8 @@ def candidates(net, config: StarDistConfig, image: np.ndarray, *, prob_thresh: f
 
     Returns ``points (K, 2)`` (row, col in image pixels), ``prob (K,)``, ``dist (K, n_rays)``
     sorted by nothing in particular, and the probability map at grid resolution (or None).
+    With `tta`, the network's outputs are averaged over the 8 flips and quarter turns of
+    each tile (`run_network_tta`, 8x the network's time).
     """
     g, d = config.grid, config.divisor
     if tile_size % d or tile_size <= 0:
@@ -56,8 +106,13 @@ def candidates(net, config: StarDistConfig, image: np.ndarray, *, prob_thresh: f
         for c0, c1 in zip(_edges(wp, tile_size, d)[:-1], _edges(wp, tile_size, d)[1:]):
             wr0, wr1 = max(0, r0 - context), min(hp, r1 + context)
             wc0, wc1 = max(0, c0 - context), min(wp, c1 + context)
-            prob, dist = run_network(net, x[wr0:wr1, wc0:wc1],
-                                     mixed_precision=config.mixed_precision)
+            if tta:
+                prob, dist = run_network_tta(net, x[wr0:wr1, wc0:wc1], grid=g,
+                                             n_rays=config.n_rays,
+                                             mixed_precision=config.mixed_precision)
+            else:
+                prob, dist = run_network(net, x[wr0:wr1, wc0:wc1],
+                                         mixed_precision=config.mixed_precision)
             sr, sc = (slice((r0 - wr0) // g, (r1 - wr0) // g),
                       slice((c0 - wc0) // g, (c1 - wc0) // g))
             prob, dist = prob[sr, sc], dist[:, sr, sc]
