@@ -9,6 +9,8 @@ Modes, timed side by side in the same run on the same images (wall clock of
   particles' width to 40 px (rule chosen on 33 of the model's *training* images);
 - ``sweep``: the previous default, three passes (0.25, 0.5, 1.0), the surest kept;
 - ``0.5``: one pass at the trained scale.
+- a mode with ``+tta`` (e.g. ``auto+tta``): the same with test-time augmentation (the 8
+  flips and quarter turns of the kept passes averaged before NMS; `predict(tta=True)`).
 Speed is total time over total pixels, in s per 1024² (1,048,576 px); modes are
 interleaved per image and each image is timed `--repeat` times per mode (fastest kept). F1@0.5
 overall and per image class (shapes.csv) from counts summed over images (stardist.matching).
@@ -49,7 +51,13 @@ def main():
         for line in fh:
             name, _, shape = line.strip().partition(",")
             shapes[Path(name).stem] = shape
-    modes = [m if m in ("auto", "sweep") else float(m) for m in args.modes.split(",")]
+    modes = args.modes.split(",")
+
+    def predict_args(mode):
+        scale, _, tta = mode.partition("+")
+        return {"scale": scale if scale in ("auto", "sweep") else float(scale),
+                "tta": tta == "tta"}
+
     pairs = [data.pair(i) for i in range(len(data))]
     model.predict(pairs[0][0])  # warm-up
     pixels = sum(p[0].shape[0] * p[0].shape[1] for p in pairs)
@@ -60,33 +68,35 @@ def main():
     # kept): drift of a shared machine's load hits every mode alike
     total = dict.fromkeys(modes, 0.0)
     counts = {m: {} for m in modes}
+    counts70 = {m: {} for m in modes}
     passes = {m: [] for m in modes}
     for (image, truth), image_id in zip(pairs, data.ids):
         for mode in modes:
             best = np.inf
             for _ in range(args.repeat):
                 t0 = time.perf_counter()
-                mask, details = model.predict(image, scale=mode, return_details=True)
+                mask, details = model.predict(image, **predict_args(mode), return_details=True)
                 best = min(best, time.perf_counter() - t0)
             total[mode] += best
             passes[mode].append(details["scale_choice"]["passes"])
-            m = matching(truth.labels, mask.labels, thresh=0.5)
-            for key in ("all", shapes.get(image_id, "?")):
-                c = counts[mode].setdefault(key, np.zeros(3))
-                c += (m.tp, m.fp, m.fn)
+            for iou, table in ((0.5, counts), (0.7, counts70)):
+                m = matching(truth.labels, mask.labels, thresh=iou)
+                for key in ("all", shapes.get(image_id, "?")):
+                    c = table[mode].setdefault(key, np.zeros(3))
+                    c += (m.tp, m.fp, m.fn)
 
-    def f1(mode, key):
-        if key not in counts[mode]:
-            return "-"
-        tp, fp, fn = counts[mode][key]
+    def f1(tp, fp, fn):
         return f"{2 * tp / max(1, 2 * tp + fp + fn):.3f}"
 
-    print("| mode | s per 1024² | passes (mean) | F1@0.5 | sphere | cube | rod | other |")
-    print("|---|---|---|---|---|---|---|---|")
+    classes = ("all", "sphere", "cube", "rod", "other")
+    print("| mode | s per 1024² | passes (mean) | F1@0.5 | sphere | cube | rod | other | "
+          "F1@0.7 | sphere | cube | rod | other | predicted |")
+    print("|---" * 14 + "|")
     for mode in modes:
         print(f"| {mode} | {total[mode] / (pixels / 2**20):.3f} | {np.mean(passes[mode]):.2f} | "
-              + " | ".join(f1(mode, k) for k in ("all", "sphere", "cube", "rod", "other"))
-              + " |", flush=True)
+              + " | ".join(f1(*table[mode][k]) if k in table[mode] else "-"
+                           for table in (counts, counts70) for k in classes)
+              + f" | {int(sum(counts[mode]['all'][:2]))} |", flush=True)
     print(f"load at the end {os.getloadavg()[0]:.1f}")
 
 
