@@ -45,4 +45,5 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs)
     assert "Report(2 images" in text
+    assert "weights kept" in text  # the one-call adaptation ran and reported
     assert os.listdir(tmp_path) == []  # the notebook writes its report to a temp folder
