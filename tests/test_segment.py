@@ -600,6 +600,9 @@ def test_tta_ray_order_known_answers():
     np.testing.assert_array_equal(_ray_order(32, False, False, True), (16 - k) % 32)  # col -> -col
     np.testing.assert_array_equal(_ray_order(32, False, True, False), (-k) % 32)  # row -> -row
     np.testing.assert_array_equal(_ray_order(32, True, False, False), (8 - k) % 32)  # row <-> col
+    # 6 rays: a quarter turn sends them between rays; flips map them onto rays
+    assert _ray_order(6, True, False, False) is None
+    np.testing.assert_array_equal(_ray_order(6, False, True, True), (np.arange(6) + 3) % 6)
 
 
 class _ProbeNet(torch.nn.Module):

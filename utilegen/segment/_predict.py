@@ -32,15 +32,18 @@ def run_network(net, x: np.ndarray, *, mixed_precision: bool = True):
 DIHEDRAL = [(t, r, c) for t in (False, True) for r in (False, True) for c in (False, True)]
 
 
-def _ray_order(n_rays: int, transpose: bool, flip_rows: bool, flip_cols: bool) -> np.ndarray:
+def _ray_order(n_rays: int, transpose: bool, flip_rows: bool, flip_cols: bool):
     """For each ray k of the original image, the ray of the transformed image that points
-    the same way (stardist's rays: row offset sin(phi), col offset cos(phi))."""
+    the same way (stardist's rays: row offset sin(phi), col offset cos(phi)); None when the
+    transform sends a ray between two rays (turns need n_rays % 4 == 0, column flips an
+    even n_rays)."""
     phi = 2 * np.pi * np.arange(n_rays) / n_rays
-    v = np.stack([np.sin(phi), np.cos(phi)], axis=1)  # (row, col) per ray
-    if transpose:
-        v = v[:, ::-1]
+    rays = np.stack([np.sin(phi), np.cos(phi)], axis=1)  # (row, col) per ray
+    v = rays[:, ::-1] if transpose else rays
     v = v * [(-1 if flip_rows else 1), (-1 if flip_cols else 1)]
-    return np.argmax(v @ np.stack([np.sin(phi), np.cos(phi)]), axis=1)
+    cos = v @ rays.T
+    order = np.argmax(cos, axis=1)
+    return order if np.allclose(cos[np.arange(n_rays), order], 1) else None
 
 
 def run_network_tta(net, x: np.ndarray, *, grid: int, n_rays: int,
@@ -51,10 +54,14 @@ def run_network_tta(net, x: np.ndarray, *, grid: int, n_rays: int,
     With a `grid` g > 1 the network's outputs sit on every g-th pixel. A plain flip would
     move them by g - 1 pixels, so the flipped input is shifted by g - 1 (zeros enter at the
     far edge) to keep them on the same pixels: output j of the flipped input then is output
-    ``-1 - j`` of `x`. The sides of `x` must be multiples of `grid`.
+    ``-1 - j`` of `x`. The sides of `x` must be multiples of `grid`. Transforms that would
+    send rays between rays (see `_ray_order`) are left out.
     """
-    prob_sum, dist_sum = 0.0, 0.0
+    prob_sum, dist_sum, n = 0.0, 0.0, 0
     for transpose, flip_rows, flip_cols in DIHEDRAL:
+        order = _ray_order(n_rays, transpose, flip_rows, flip_cols)
+        if order is None:
+            continue
         y = x.T if transpose else x
         for axis, flip in ((0, flip_rows), (1, flip_cols)):
             if flip:
@@ -70,8 +77,8 @@ def run_network_tta(net, x: np.ndarray, *, grid: int, n_rays: int,
         if transpose:
             prob, dist = prob.T, dist.transpose(0, 2, 1)
         prob_sum = prob_sum + prob
-        dist_sum = dist_sum + dist[_ray_order(n_rays, transpose, flip_rows, flip_cols)]
-    n = len(DIHEDRAL)
+        dist_sum = dist_sum + dist[order]
+        n += 1
     return np.ascontiguousarray(prob_sum / n), np.ascontiguousarray(dist_sum / n)
 
 
