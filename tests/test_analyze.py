@@ -280,11 +280,17 @@ def test_saved_stardist_folder_and_tiled_prediction(tmp_path):
     assert "StarDist" in report.settings["segmenter"]
     # the report says which scale the segmenter used, and why
     assert report.segmentation_info["image_0"] == {
-        "scale": config.scale, "mode": "fixed", "passes": 1, "reason": "fixed scale"}
+        "scale": config.scale, "mode": "fixed", "passes": 1, "reason": "fixed scale",
+        "tta": False}
     assert report.summary.set_index("image_id").loc["image_0", "segmentation_scale"] == \
         config.scale
     saved = json.loads((report.save(tmp_path / "report") / "report.json").read_text())
     assert saved["images"][0]["segmentation"]["mode"] == "fixed"
+    # test-time augmentation, asked of the model, is used and reported
+    model = StarDist.load(tmp_path / "model")
+    model.predict_tta = True
+    report = analyze(image, segmenter=model, pixel_size=1.0)
+    assert report.segmentation_info["image_0"]["tta"] is True
 
 
 def test_default_model_on_an_emps_image(emps_root):
@@ -328,6 +334,10 @@ def test_cli_analyze(folder, tmp_path, monkeypatch, capsys):
                  "--out", str(tmp_path / "r2"), "--no-progress"])
     assert code == 3 and "skipped" in capsys.readouterr().err
     assert (tmp_path / "r2" / "errors.csv").is_file()
+    # --tta asks a StarDist for test-time augmentation; another segmenter is refused
+    assert main(["analyze", str(folder / "a.png"), "--out", str(tmp_path / "r3"), "--tta",
+                 "--no-progress"]) == 2
+    assert "--tta needs a StarDist segmenter" in capsys.readouterr().err
 
 
 def test_cli_help_lists_commands_with_examples(capsys):

@@ -77,6 +77,9 @@ def add_cli(subparsers) -> None:
                         "classifier")
     p.add_argument("--keep-border", action="store_true",
                    help="also measure particles cut by the image border")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the segmenter over the 8 flips and "
+                        "quarter turns of each image (better outlines, about 4.5x slower)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out folder, replacing files of the same name")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -119,7 +122,15 @@ def _analyze(args) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         # Checked before the (long) analysis, not only when saving.
         raise FileExistsError(f"{out} is not empty; choose a new folder or pass --overwrite")
-    kwargs = {"segmenter": args.model, "classifier": args.classifier,
+    segmenter = args.model
+    if args.tta:
+        from .pipeline import load_segmenter
+
+        segmenter = load_segmenter(args.model)
+        if not hasattr(segmenter, "predict_tta"):
+            raise ValueError("--tta needs a StarDist segmenter")
+        segmenter.predict_tta = True
+    kwargs = {"segmenter": segmenter, "classifier": args.classifier,
               "pixel_size": args.pixel_size, "unit": args.unit,
               "exclude_border": not args.keep_border, "progress": not args.no_progress}
     if args.scheduler:

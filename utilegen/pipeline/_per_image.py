@@ -74,7 +74,8 @@ def _scale_used(details) -> dict:
     ``scale_choice``): what the report says about the segmentation."""
     choice = details.get("scale_choice") or {}
     out = {"scale": float(details["scale"]), "mode": choice.get("mode"),
-           "passes": choice.get("passes"), "reason": choice.get("reason")}
+           "passes": choice.get("passes"), "reason": choice.get("reason"),
+           "tta": bool(details.get("tta", False))}
     if choice.get("width_px") is not None:
         out["particle_width_px"] = float(choice["width_px"])
     return out
