@@ -9,11 +9,13 @@ Modes, timed side by side in the same run on the same images (wall clock of
   particles' width to 40 px (rule chosen on 33 of the model's *training* images);
 - ``sweep``: the previous default, three passes (0.25, 0.5, 1.0), the surest kept;
 - ``0.5``: one pass at the trained scale.
-- a mode with ``+tta`` (e.g. ``auto+tta``): the same with test-time augmentation (the 8
-  flips and quarter turns of the kept passes averaged before NMS; `predict(tta=True)`).
+- a mode with ``+tta`` (e.g. ``auto+tta``): the same with test-time augmentation
+  (`predict(tta=True)`: the 8 flips and quarter turns averaged before NMS; under ``auto``
+  only in the kept pass, which is run again).
 Speed is total time over total pixels, in s per 1024² (1,048,576 px); modes are
 interleaved per image and each image is timed `--repeat` times per mode (fastest kept). F1@0.5
-overall and per image class (shapes.csv) from counts summed over images (stardist.matching).
+and F1@0.7, overall and per image class (shapes.csv), from counts summed over images
+(stardist.matching), and the number of particles predicted.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def main():
 
     def predict_args(mode):
         scale, _, tta = mode.partition("+")
+        if tta not in ("", "tta"):
+            raise SystemExit(f"unknown mode {mode!r}: a scale mode, optionally with +tta")
         return {"scale": scale if scale in ("auto", "sweep") else float(scale),
                 "tta": tta == "tta"}
 

@@ -340,6 +340,22 @@ def test_cli_analyze(folder, tmp_path, monkeypatch, capsys):
     assert "--tta needs a StarDist segmenter" in capsys.readouterr().err
 
 
+def test_cli_analyze_tta_is_used_and_reported(folder, tmp_path, monkeypatch):
+    from utilegen import pipeline as analyze_module
+    from utilegen.cli import main
+    from utilegen.segment import StarDist, StarDistConfig
+
+    tiny = StarDist(StarDistConfig(n_rays=8, unet_depth=1, base_filters=4, feature_channels=0,
+                                   patch_size=32, mixed_precision=False), seed=0)
+    monkeypatch.setattr(analyze_module, "load_segmenter",
+                        lambda s=None: tiny if s is None else s)
+    out = tmp_path / "report"
+    assert main(["analyze", str(folder / "a.png"), "--out", str(out), "--tta",
+                 "--pixel-size", "1", "--no-progress"]) == 0
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["images"][0]["segmentation"]["tta"] is True
+
+
 def test_cli_help_lists_commands_with_examples(capsys):
     from utilegen.cli import build_parser
 

@@ -203,7 +203,9 @@ def _resolve_init(init):
     from ._model import PRETRAINED, StarDist
 
     if isinstance(init, StarDist):
-        return copy.deepcopy(init), "model"
+        model = copy.deepcopy(init)
+        model.predict_tta = False  # thresholds and held-out figures are without it
+        return model, "model"
     if init is None or init == "scratch":
         return None, "scratch"
     if isinstance(init, (str, Path)):
