@@ -38,6 +38,7 @@ MIN_CONFIDENCE = 0.6
 # number, optional space, unit; OCR spellings of µ (u, µ, μ, p, j, y, ju, pu) all mean micro
 # a lone "m" is a µ the OCR dropped (no micrograph has a scale bar in metres)
 _LABEL = re.compile(r"(\d+(?:[.,]\d+)?)\s*(nm|[uµμpjy]{1,2}m|mm|Å|m)(?![a-z])", re.IGNORECASE)
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _UNIT_NM = {"nm": 1.0, "µm": 1e3, "mm": 1e6, "Å": 0.1}
 
 
@@ -444,6 +445,11 @@ def _tall_glyphs(glyphs: np.ndarray, c0: float = -np.inf, c1: float = np.inf) ->
     return int(np.sum((heights >= 0.4 * np.percentile(heights, 90)) & inside))
 
 
+def _inside(a, b) -> bool:
+    """Whether box `a` (row0, col0, row1, col1) lies within box `b`."""
+    return b[0] <= a[0] and b[1] <= a[1] and a[2] <= b[2] and a[3] <= b[3]
+
+
 def _iou(a, b) -> float:
     ih = min(a[2], b[2]) - max(a[0], b[0])
     iw = min(a[3], b[3]) - max(a[1], b[1])
@@ -481,17 +487,26 @@ def _score_line(line: dict, texts: list[tuple[str, float]]) -> dict | None:
         # glyph: for a µ spelled out, the share of binarizations that agree counts as much
         ocr_conf = max(ocr_conf, len(top) / len(texts))
     conf = 0.5 + 0.5 * ocr_conf
+    reading = max(top, key=lambda v: v[2])[0]
+
+    def fits(v):  # as many glyphs under the words read as characters (one more or less)
+        n = len(re.sub(r"[\s.,]", "", v[0][3]))
+        return n - 1 <= v[3] <= n + 1
+
     # the top reading must have a second one, a majority of all readings with a digit
     # ("00 nm" beside "400 nm" and "100 nm" says the first digit is unsure), and no rival
-    # half as strong
-    rival = max((len(v) for k, v in votes.items() if k != key), default=0)
+    # half as strong. A reading of the same number without its unit ("1.0 u" beside
+    # "1.0 um") does not disagree; a rival with fewer characters than glyphs under it
+    # ("5 m" from a "500nm" whose zeros merged) is a misreading, not a rival.
+    number = _NUMBER.match(reading[3]).group(0)
+    partial = sum(_parse(t[0]) is None and (m := _NUMBER.search(_clean(t[0]))) is not None
+                  and m.group(0) == number for t in texts)
+    rival = max((sum(fits(x) for x in v) for k, v in votes.items() if k != key), default=0)
     n_digits = sum(bool(re.search(r"\d", t[0])) for t in texts)
-    if len(top) < 2 or len(top) <= 0.5 * n_digits or rival >= 0.5 * len(top):
+    if len(top) < 2 or len(top) + partial <= 0.5 * n_digits or rival >= 0.5 * len(top):
         conf *= 0.5
     # as many glyphs in the line as characters read (a dropped "0" is a wrong value)
-    reading = max(top, key=lambda v: v[2])[0]
-    n_chars = len(re.sub(r"[\s.,]", "", reading[3]))
-    if not any(n_chars - 1 <= v[3] <= n_chars + 1 for v in top):
+    if not any(fits(v) for v in top):
         conf *= 0.4
     if all(v[0][2] for v in top):
         conf *= 0.85  # the µ was inferred, not read
@@ -645,7 +660,12 @@ def find_scale_bar(image) -> ScaleBar | None:
                         label=None, value=None, unit=None, nm_per_px=None, confidence=0.0)
     cand, label = min(readings, key=lambda t: (t[1]["dist"], -t[1]["conf"]))
     nm = label["value"] * _UNIT_NM[label["unit"]] / cand["length"]
-    confidence = label["conf"]
+    # a "bar" inside the label's box is a stroke of a glyph; the label read the same way
+    # in its window is the same text read again: the surer reading counts
+    same = (label["value"], label["unit"])
+    confidence = max(lab["conf"] for c, lab in readings
+                     if c is cand or (_inside(c["bar"], label["box"])
+                                      and (lab["value"], lab["unit"]) == same))
     # another bar's label read with comparable confidence (the same label read next to
     # another bar says nothing more: the nearer bar has it)
     others = {round(lab["value"] * _UNIT_NM[lab["unit"]] / c["length"], 6)
