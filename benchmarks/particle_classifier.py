@@ -225,6 +225,9 @@ def score(args, d, labels, stems, clf) -> dict:
             row["pipeline"] = dominant_shape(shp, weight="probability")  # analyze's reading
             row["pipeline_area"] = dominant_shape(shp)  # the alternative: area-weighted labels
             row["rules_pred"] = dominant_shape(particle_shapes(pred_mask, exclude_border=True))
+            # each particle's probabilities and area, so other readings can be scored later
+            row["probs"] = [[round(float(v), 4) for v in r] for r in
+                            shp[[f"p_{c}" for c in CLASSES] + ["area"]].to_numpy()]
         else:
             row["pipeline"] = row["pipeline_area"] = row["rules_pred"] = "other"
         true_rules = particle_shapes(mask, exclude_border=True)

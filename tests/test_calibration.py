@@ -362,6 +362,11 @@ def test_label_parsing_of_ocr_spellings():
     assert _parse("1.0. um")[:2] == (1.0, "µm")  # a speck after the number
     assert _parse("03pm") is None  # "0.5" with its "." lost: no label starts "03"
     assert _parse("0.5 m")[:3] == (0.5, "µm", True)  # a dropped µ, inferred
+    # a serif "1" read as "l" or "I" where a number stands; not inside a word or a unit
+    assert _parse("lpm")[:2] == (1.0, "µm")
+    assert _parse("l00 nm")[:2] == (100.0, "nm")
+    assert _parse("I.5 um")[:2] == (1.5, "µm")
+    assert _parse("5 lum") is None  # "l" after a number is not a "1" ("5 1um" would be wrong)
 
 
 def test_readings_of_one_line_must_agree():
@@ -370,7 +375,7 @@ def test_readings_of_one_line_must_agree():
     glyphs = np.zeros((30, 120), bool)
     for k in range(5):  # five tall glyphs: "100nm"
         glyphs[5:25, 5 + 22 * k:20 + 22 * k] = True
-    line = {"images": [(None, glyphs, 1.0)] * 4, "dist": 0.2, "box": (0, 0, 30, 120)}
+    line = {"images": [(None, glyphs, 1.0)] * 8, "dist": 0.2, "box": (0, 0, 30, 120)}
     span = (_BORDER, _BORDER + 120)
 
     def score(*texts):
@@ -386,6 +391,13 @@ def test_readings_of_one_line_must_agree():
     # a glyph too few under the words read: a digit was dropped ("10 nm" from five glyphs
     # is within one; "1 nm" is not)
     assert score("1 nm", "1 nm", "1 nm", "1 nm")["conf"] < MIN_CONFIDENCE
+    # the same number read without its unit does not disagree ("100" beside "100 nm")
+    assert score("100 nm", "100 nm", "100", "100 n")["conf"] >= MIN_CONFIDENCE
+    assert score("100 nm", "100 nm", "400", "700 n")["conf"] < MIN_CONFIDENCE
+    # a rival with fewer characters than the five glyphs under it ("5 m" from "500nm"
+    # whose zeros merged) is a misreading, not a rival; one that fits the glyphs is
+    assert score("100 nm", "100 nm", "100 nm", "1 m", "1 m")["conf"] >= MIN_CONFIDENCE
+    assert score("100 nm", "100 nm", "100 nm", "400 nm", "400 nm")["conf"] < MIN_CONFIDENCE
 
 
 @needs_ocr

@@ -191,7 +191,9 @@ def _half_maximum_ends(g: np.ndarray, row: int, c0: int, c1: int, light: bool) -
 
 # "p": Tesseract reads many a µ as "p" when it may ("1pm"), and drops it when it may not
 # ("1m"); no micrograph is labelled in picometres, so "pm" means µm (see `_LABEL`)
-_WHITELIST = "0123456789.,nmuµμp "
+# "l" and "I" are in: Tesseract reads a serif "1" as "l" and, when it may not, drops it
+# ("1 µm" read "pm"); `_clean` turns them back into "1" where a number stands
+_WHITELIST = "0123456789.,nmuµμplI "
 _BORDER = 30  # white margin around a line image for OCR, px
 
 
@@ -541,8 +543,13 @@ def _read_label(lines: list[dict]) -> dict | None:
     return best
 
 
+_ONE = re.compile(r"(?<![A-Za-z\d])(?<!\d\s)[lI](?=[\d.,]|\s?(?:nm|[uµμpjy]{1,2}m|mm)(?![a-z]))")
+
+
 def _clean(text: str) -> str:
-    """`text` with stray "." and "," (not between digits) blanked and spaces collapsed."""
+    """`text` with an "l" or "I" where a number stands read as "1" ("lpm", "l00 nm"), stray
+    "." and "," (not between digits) blanked and spaces collapsed."""
+    text = _ONE.sub("1", text)
     return re.sub(r"\s+", " ", re.sub(r"(?<!\d)[.,]|[.,](?!\d)", " ", text)).strip()
 
 
