@@ -37,8 +37,8 @@ MIN_CONFIDENCE = 0.6
 
 # number, optional space, unit; OCR spellings of µ (u, µ, μ, p, j, y, ju, pu) all mean micro
 # a lone "m" is a µ the OCR dropped (no micrograph has a scale bar in metres)
-_LABEL = re.compile(r"(\d+(?:[.,]\d+)?)\s*(nm|[uµμpjy]{1,2}m|mm|Å|m)(?![a-z])", re.IGNORECASE)
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+_LABEL = re.compile(rf"({_NUMBER.pattern})\s*(nm|[uµμpjy]{{1,2}}m|mm|Å|m)(?![a-z])", re.IGNORECASE)
 _UNIT_NM = {"nm": 1.0, "µm": 1e3, "mm": 1e6, "Å": 0.1}
 
 
@@ -470,9 +470,12 @@ def _score_line(line: dict, texts: list[tuple[str, float]]) -> dict | None:
     of other readings, is not trusted (a "1" read as "4" or "7" from one set of pixels is
     rarely read the same way from another)."""
     votes: dict[tuple[float, str], list] = {}
+    unparsed = []  # texts that hold no label ("1.0 u", "00")
     for (text, ocr_conf, span), (_, glyphs, f) in zip(texts, line["images"]):
         reading = _parse(text)
-        if reading is not None:
+        if reading is None:
+            unparsed.append(text)
+        else:
             # the tall glyphs under the words read (in the crop's columns)
             n = _tall_glyphs(glyphs, (span[0] - _BORDER) / f - 1, (span[1] - _BORDER) / f + 1)
             votes.setdefault((reading[0], reading[1]), []).append((reading, text, ocr_conf, n))
@@ -501,8 +504,8 @@ def _score_line(line: dict, texts: list[tuple[str, float]]) -> dict | None:
     # "1.0 um") does not disagree; a rival with fewer characters than glyphs under it
     # ("5 m" from a "500nm" whose zeros merged) is a misreading, not a rival.
     number = _NUMBER.match(reading[3]).group(0)
-    partial = sum(_parse(t[0]) is None and (m := _NUMBER.search(_clean(t[0]))) is not None
-                  and m.group(0) == number for t in texts)
+    partial = sum((m := _NUMBER.search(_clean(t))) is not None and m.group(0) == number
+                  for t in unparsed)
     rival = max((sum(fits(x) for x in v) for k, v in votes.items() if k != key), default=0)
     n_digits = sum(bool(re.search(r"\d", t[0])) for t in texts)
     if len(top) < 2 or len(top) + partial <= 0.5 * n_digits or rival >= 0.5 * len(top):
