@@ -419,6 +419,47 @@ def test_ocr_batch_keeps_the_order_of_its_images():
     assert out[0][2][0] < out[0][2][1]  # the columns its words span
 
 
+def test_ocr_batch_goes_on_after_tesseract_dies(monkeypatch):
+    # Tesseract 5 with a whitelist dies (SIGFPE) on some images: the pages it wrote are
+    # kept, the run goes on from the first page missing, an image that kills a run on its
+    # own is left unread
+    import subprocess
+
+    from utilegen.calibration import _scalebar
+
+    header = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth" \
+             "\theight\tconf\ttext\n"
+
+    def page(n, text):
+        return f"1\t{n}\t0\t0\t0\t0\t0\t0\t90\t30\t-1\t\n" + (
+            f"5\t{n}\t1\t1\t1\t1\t10\t5\t60\t20\t90\t{text}\n" if text else "")
+
+    texts = ["100 nm", "", "dies", "2 µm", "5 nm"]
+    runs = []
+
+    def fake_run(cmd, **kw):
+        with open(cmd[1]) as fh:
+            names = fh.read().split()
+        runs.append(len(names))
+        out, rc = header, 0
+        for n, name in enumerate(names, 1):
+            i = int(name.rsplit("/", 1)[1].split(".")[0])
+            if texts[i] == "dies":
+                rc = -8
+                break
+            out += page(n, texts[i])
+        if rc and not runs[1:]:
+            out = out[:out.index(f"1\t{n - 1}\t")]  # the last page written was lost
+        return subprocess.CompletedProcess(cmd, rc, out.encode(), b"")
+
+    monkeypatch.setattr(_scalebar, "_tesseract", lambda: "tesseract")
+    monkeypatch.setattr(_scalebar.subprocess, "run", fake_run)
+    out = _scalebar._ocr_batch([np.full((30, 90), 255, np.uint8)] * len(texts))
+    assert [t for t, _, _ in out] == ["100 nm", "", "", "2 µm", "5 nm"]
+    # from the page lost, from the killer: it alone, after it
+    assert runs == [5, 4, 3, 1, 2]
+
+
 def test_a_label_that_ran_into_other_text_is_not_trusted():
     from utilegen.calibration._scalebar import _BORDER, MIN_CONFIDENCE, _score_line
 
@@ -449,3 +490,76 @@ def test_a_bar_cut_by_the_image_edge_is_reported_but_not_used():
     cal = read_calibration(img)
     assert cal.source == "none" and cal.pixel_size is None
     assert cal.scale_bar is not None and cal.scale_bar.value == 1.0  # read, not trusted
+
+
+@needs_ocr
+@needs_fonts
+def test_a_framed_bar_is_measured_to_its_frame():
+    # a white bar framed in black on mid-gray ground: its length is the outer one, as a
+    # reader measures it (the white inside alone is 4 px short)
+    from PIL import Image, ImageDraw, ImageFont
+
+    im = Image.fromarray(micrograph(seed=5))
+    d = ImageDraw.Draw(im)
+    d.rectangle([60, 420, 60 + 119, 431], fill=0)  # 120 px outer ...
+    d.rectangle([62, 422, 60 + 117, 429], fill=255)  # ... 116 px of white inside
+    d.text((90, 385), "1 µm", font=ImageFont.truetype(DEJAVU, 26), fill=255)
+    cal = read_calibration(np.asarray(im))
+    assert cal.source == "scale bar", cal
+    assert cal.scale_bar.length_px == pytest.approx(120, abs=1)
+    assert cal.pixel_size == pytest.approx(1000 / 120, rel=0.01)
+
+
+@needs_ocr
+@needs_fonts
+def test_a_gray_double_headed_arrow_is_measured_tip_to_tip():
+    # a figure's gray arrow "<---->" over a white page strip: a threshold between the
+    # strip and the black label cuts the shaft where it meets the heads
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = micrograph(seed=6)
+    img[400:] = 250
+    im = Image.fromarray(img)
+    d = ImageDraw.Draw(im)
+    x0, x1, y = 40, 159, 430  # tips 120 px apart
+    d.line([x0, y, x1, y], fill=85, width=1)
+    for tip, back in ((x0, x0 + 12), (x1, x1 - 12)):
+        d.line([tip, y, back, y - 8], fill=85, width=3)
+        d.line([tip, y, back, y + 8], fill=85, width=3)
+    d.text((62, 445), "100 nm", font=ImageFont.truetype(DEJAVU, 22), fill=0)
+    cal = read_calibration(np.asarray(im))
+    assert cal.source == "scale bar", cal
+    assert cal.pixel_size == pytest.approx(100 / 120, rel=0.02)
+
+
+@needs_ocr
+@needs_fonts
+def test_a_tall_label_over_a_short_bar_is_read():
+    # glyphs taller than the bar is long, well above it: the label window reaches them
+    from PIL import Image, ImageDraw, ImageFont
+
+    im = Image.fromarray(micrograph(seed=7))
+    d = ImageDraw.Draw(im)
+    d.rectangle([40, 445, 94, 452], fill=255)  # 55 px
+    d.text((20, 392), "200nm", font=ImageFont.truetype(DEJAVU, 40), fill=255)
+    cal = read_calibration(np.asarray(im))
+    assert cal.source == "scale bar", cal
+    assert cal.pixel_size == pytest.approx(200 / 55, rel=0.02)
+
+
+def test_a_line_cut_short_by_its_threshold_is_followed_to_its_ends():
+    # the shaft of a gray arrow, found only where it stays under a threshold (cols 51-148),
+    # is followed at its own level to the tips of its heads (cols 40-159)
+    from utilegen.calibration._scalebar import _half_maximum_ends
+
+    g = np.full((40, 200), 250, np.uint8)
+    g[20, 40:160] = 85
+    g[20, 45:51] = g[20, 149:155] = 95  # where the heads meet the shaft, a little lighter
+    for k in range(1, 9):  # the heads
+        g[20 - k, 40 + k:43 + k] = g[20 + k, 40 + k:43 + k] = 85
+        g[20 - k, 157 - k:160 - k] = g[20 + k, 157 - k:160 - k] = 85
+    assert _half_maximum_ends(g, 20, 21, 51, 149, light=False) == (40, 160)
+    # a thicker bar is not followed along its level (a strip of ground would be)
+    g[19:22, 40:160] = 85
+    a, b = _half_maximum_ends(g, 19, 22, 51, 149, light=False)
+    assert a >= 48 and b <= 152  # at most the 3 px an anti-aliased end may add

@@ -125,7 +125,7 @@ def _bar_candidates(g: np.ndarray, light: bool, level: int | None = None) -> lis
         ends = [mask[max(0, r0 - 4):r0, c].any() or mask[r1 + 1:r1 + 5, c].any()
                 for c in (c0, c1 - 1)]
         ticks = bool(all(ends))
-        bc0, bc1 = _half_maximum_ends(g, (r0 + r1) // 2, c0, c1, light)
+        bc0, bc1 = _half_maximum_ends(g, r0, r1 + 1, c0, c1, light)
         tr0 = max(0, r0 - 8) if ticks else r0
         tr1 = min(h, r1 + 9) if ticks else r1 + 1
         out.append({"bar": (r0, bc0, r1 + 1, bc1), "extent": (tr0, bc0, tr1, bc1),
@@ -170,23 +170,74 @@ def _split_bars(segments: list[dict], h: int) -> list[dict]:
     return out
 
 
-def _half_maximum_ends(g: np.ndarray, row: int, c0: int, c1: int, light: bool) -> tuple[int, int]:
-    """The bar's ends on `row` where its edge crosses halfway between bar and background
-    (anti-aliased and blurred edges otherwise shorten a thresholded bar by a pixel or two).
-    """
-    line = g[row].astype(np.float64)
+def _half_maximum_ends(g: np.ndarray, r0: int, r1: int, c0: int, c1: int,
+                       light: bool) -> tuple[int, int]:
+    """The ends of the bar in rows `r0`:`r1`, on its middle row, where its edge crosses
+    halfway between bar and background (anti-aliased and blurred edges otherwise shorten
+    a thresholded bar by a pixel or two); see also `_outline_ends`."""
+    h = g.shape[0]
+    line = g[(r0 + r1 - 1) // 2].astype(np.float64)
     inner = float(np.median(line[c0:c1]))
     outside = np.concatenate([line[max(0, c0 - 6):max(0, c0 - 2)], line[c1 + 2:c1 + 6]])
     if len(outside) == 0:
         return c0, c1
     half = (inner + float(np.median(outside))) / 2
-    on = (line >= half) if light else (line <= half)
+    # a gray one-pixel line that a threshold cut short (the shaft of a gray double-headed
+    # arrow, cut where it meets the heads) goes on at its own level: follow it, up to 30 %
+    # of its length on each side; its contrast is against the rows above and below it.
+    # (Not a thicker bar: a strip of ground between a label and its bar goes on, too.)
+    k = max(3, r1 - r0)
+    band = np.concatenate([g[max(0, r0 - 2 - k):max(0, r0 - 2), c0:c1].ravel(),
+                           g[min(h, r1 + 2):min(h, r1 + 2 + k), c0:c1].ravel()])
+    ground = float(np.median(band)) if band.size else half
+    same = np.abs(line - inner) <= 0.25 * abs(inner - ground)
+    reach = int(0.3 * (c1 - c0)) if r1 - r0 == 1 else 0
     a, b = c0, c1
-    while a > 0 and on[a - 1] and c0 - a < 3:
+    while a > 0 and same[a - 1] and c0 - a < reach:
         a -= 1
-    while b < len(line) and on[b] and b - c1 < 3:
+    while b < len(line) and same[b] and b - c1 < reach:
         b += 1
-    return a, b
+    if (a, b) != (c0, c1):
+        half = (inner + ground) / 2
+    on = (line >= half) if light else (line <= half)
+    a0, b0 = a, b
+    while a > 0 and on[a - 1] and a0 - a < 3:
+        a -= 1
+    while b < len(line) and on[b] and b - b0 < 3:
+        b += 1
+    return _outline_ends(line, a, b, inner)
+
+
+def _outline_ends(line: np.ndarray, a: int, b: int, inner: float) -> tuple[int, int]:
+    """The ends of a bar drawn with an outline of the other polarity (a white bar framed in
+    black on a gray ground): the outline's outer edges, where it comes back halfway to
+    the ground, when both ends have one 1-4 px wide; else `a`, `b` unchanged. The bar's
+    length is then its outer length, as a reader measures a framed bar."""
+    n = len(line)
+    if a < 9 or b + 9 > n:
+        return a, b
+    ends = []
+    for side in (-1, 1):
+        near = line[a - 5:a][::-1] if side < 0 else line[b:b + 5]
+        far = line[a - 9:a - 5] if side < 0 else line[b + 5:b + 9]
+        ground = float(np.median(far))
+        # the outline: the pixel most unlike the bar next to its end
+        k = int(np.argmin(near) if inner > ground else np.argmax(near))
+        edge = float(near[k])
+        # a drawn outline is near black (white), most of the way from the ground to the
+        # extreme; the light fringe that sharpening leaves around a black bar is not
+        extreme = 0.0 if inner > ground else 255.0
+        if ((edge - ground) * (inner - ground) > 0
+                or abs(edge - ground) < max(20.0, 0.6 * abs(extreme - ground))):
+            return a, b  # no outline of the other polarity at this end
+        half = (edge + ground) / 2
+        m = k
+        while m + 1 < len(near) and (near[m + 1] - half) * (edge - half) > 0:
+            m += 1
+        if m >= 4:
+            return a, b  # wider than an outline: a particle or a box
+        ends.append(m + 1)
+    return a - ends[0], b + ends[1]
 
 
 # "p": Tesseract reads many a µ as "p" when it may ("1pm"), and drops it when it may not
@@ -201,7 +252,12 @@ def _ocr_batch(images: list[np.ndarray], psm: int = 7) -> list[tuple[str, float,
     """Text, confidence (0-1) and the columns its words span (x0, x1) Tesseract reads in
     each of `images` (label lines, black ink on white), all in one run: Tesseract reads a
     list of files with its model loaded once, about five times faster than one run per
-    image."""
+    image.
+
+    Tesseract 5 with a character whitelist dies now and then on one image (SIGFPE), and
+    the pages after it (and any still in its output buffer) are lost: the run goes on
+    from the first page missing, and an image that kills a run on its own is left
+    unread."""
     import tempfile
 
     import cv2
@@ -216,30 +272,55 @@ def _ocr_batch(images: list[np.ndarray], psm: int = 7) -> list[tuple[str, float,
             name = f"{tmp}/{i}.png"
             cv2.imwrite(name, img)
             names.append(name)
-        with open(f"{tmp}/list.txt", "w") as fh:
-            fh.write("\n".join(names) + "\n")
-        try:
-            res = subprocess.run([exe, f"{tmp}/list.txt", "stdout", "--psm", str(psm), "-l",
-                                  "eng", "-c", f"tessedit_char_whitelist={_WHITELIST}", "tsv"],
-                                 capture_output=True, timeout=60, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return out
+
+        def run(first: int, last: int) -> tuple[int, int] | None:
+            with open(f"{tmp}/list.txt", "w") as fh:
+                fh.write("\n".join(names[first:last]) + "\n")
+            try:
+                res = subprocess.run([exe, f"{tmp}/list.txt", "stdout", "--psm", str(psm),
+                                      "-l", "eng", "-c", f"tessedit_char_whitelist={_WHITELIST}",
+                                      "tsv"], capture_output=True, timeout=60, check=False)
+            except (OSError, subprocess.TimeoutExpired):
+                return None
+            return res.returncode, _parse_tsv(res.stdout.decode("utf-8", "replace"), out, first)
+
+        start = 0
+        while start < len(images):
+            ran = run(start, len(images))
+            if ran is None or ran[0] == 0:
+                break
+            # pages are written whole and in order: go on after the last one written; when
+            # none was, read the first image on its own (left unread if it alone kills
+            # the run) and go on after it
+            if ran[1] == 0:
+                run(start, start + 1)
+            start += max(1, ran[1])
+    return out
+
+
+def _parse_tsv(tsv: str, out: list, offset: int) -> int:
+    """Fill `out[offset + page]` from Tesseract's TSV output; the number of pages in it."""
     words: dict[int, list[str]] = {}
     confs: dict[int, list[float]] = {}
     spans: dict[int, list[int]] = {}
-    for line in res.stdout.decode("utf-8", "replace").splitlines()[1:]:
+    pages = 0
+    for line in tsv.splitlines()[1:]:
         parts = line.split("\t")
-        if len(parts) >= 12 and parts[11].strip() and parts[1].isdigit():
-            page = int(parts[1]) - 1
+        if len(parts) < 12 or not parts[1].isdigit():
+            continue
+        page = int(parts[1]) - 1
+        pages = max(pages, page + 1)
+        if parts[11].strip():
             words.setdefault(page, []).append(parts[11].strip())
             confs.setdefault(page, []).append(max(0.0, float(parts[10])) / 100.0)
             x0, x1 = int(parts[6]), int(parts[6]) + int(parts[8])
             span = spans.setdefault(page, [x0, x1])
             span[:] = [min(span[0], x0), max(span[1], x1)]
     for page, ws in words.items():
-        if 0 <= page < len(out):
-            out[page] = (" ".join(ws), float(np.mean(confs[page])), tuple(spans[page]))
-    return out
+        if 0 <= offset + page < len(out):
+            out[offset + page] = (" ".join(ws), float(np.mean(confs[page])),
+                                  tuple(spans[page]))
+    return pages
 
 
 def _line_images(gray: np.ndarray, lift: np.ndarray, glyphs: np.ndarray, thr: float,
@@ -378,7 +459,7 @@ def _label_lines(g: np.ndarray, cand: dict) -> list[dict]:
     kernel = np.ones((21, 21), np.uint8)
     op, op_other = ((cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT) if light
                     else (cv2.MORPH_BLACKHAT, cv2.MORPH_TOPHAT))
-    pad_r = int(max(40, 5 * (r1 - r0), 0.65 * length))
+    pad_r = int(max(40, 5 * (r1 - r0), 0.65 * length, 0.12 * h))
     wr0, wr1 = max(0, r0 - pad_r), min(h, r1 + pad_r)
     unit = max(1.0, length, 0.2 * w)
     windows = [(max(0, c0 - int(0.6 * length)), min(w, c1 + int(0.9 * length)))]
@@ -664,11 +745,15 @@ def find_scale_bar(image) -> ScaleBar | None:
         label = _read_label(scored)
         if label is not None and label["dist"] < 1.5:
             readings.append((cand, label))
-    if not readings:
+    # a "bar" inside the box of the label read next to it is a stroke of that label's
+    # glyphs, or the ground between two of its lines: it may lend its reading confidence
+    # (below) but is never the bar measured
+    bars = [t for t in readings if not _inside(t[0]["bar"], t[1]["box"])]
+    if not bars:
         cand = cands[0]
         return ScaleBar(box=cand["extent"], bar=cand["bar"], length_px=cand["length"],
                         label=None, value=None, unit=None, nm_per_px=None, confidence=0.0)
-    cand, label = min(readings, key=lambda t: (t[1]["dist"], -t[1]["conf"]))
+    cand, label = min(bars, key=lambda t: (t[1]["dist"], -t[1]["conf"]))
     nm = label["value"] * _UNIT_NM[label["unit"]] / cand["length"]
     # a "bar" inside the label's box is a stroke of a glyph; the label read the same way
     # in its window is the same text read again: the surer reading counts
@@ -682,7 +767,16 @@ def find_scale_bar(image) -> ScaleBar | None:
               for c, lab in readings
               if c is not cand and _iou(lab["box"], label["box"]) == 0
               and lab["conf"] >= 0.5 * label["conf"]}
-    if any(abs(o - nm) > 0.02 * nm for o in others):
+    # the same label read next to a bar of the other polarity lying against this one (an
+    # image's edge above a data bar's light bar reads as a dark line): one of them is an
+    # edge, and which one is a guess when their lengths differ
+    r0, c0, r1, c1 = cand["bar"]
+    twins = [c for c, lab in bars
+             if c["light"] != cand["light"] and (lab["value"], lab["unit"]) == same
+             and max(c["bar"][0] - r1, r0 - c["bar"][2]) <= 3
+             and min(c1, c["bar"][3]) - max(c0, c["bar"][1]) > 0.5 * max(c["length"], c1 - c0)
+             and abs(c["length"] - cand["length"]) > 0.02 * cand["length"]]
+    if any(abs(o - nm) > 0.02 * nm for o in others) or twins:
         confidence *= 0.5  # two bars that disagree: do not pretend to know which
     if not _round_number(label["value"]):
         confidence *= 0.5  # labels are 1, 2, 2.5, 3, 4, 5 x 10^k; "166" is a misreading
