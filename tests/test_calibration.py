@@ -367,6 +367,10 @@ def test_label_parsing_of_ocr_spellings():
     assert _parse("l00 nm")[:2] == (100.0, "nm")
     assert _parse("I.5 um")[:2] == (1.5, "µm")
     assert _parse("5 lum") is None  # "l" after a number is not a "1" ("5 1um" would be wrong)
+    # an "nm" whose "m" was dropped or read as "n", at the end of the text: inferred
+    assert _parse("100 n")[:3] == (100.0, "nm", True)
+    assert _parse("100 nn")[:3] == (100.0, "nm", True)
+    assert _parse("100 n 5") is None and _parse("100 nnm") is None
 
 
 def test_readings_of_one_line_must_agree():

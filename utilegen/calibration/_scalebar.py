@@ -36,9 +36,12 @@ SECOND_THRESHOLD = 1.25
 MIN_CONFIDENCE = 0.6
 
 # number, optional space, unit; OCR spellings of µ (u, µ, μ, p, j, y, ju, pu) all mean micro
-# a lone "m" is a µ the OCR dropped (no micrograph has a scale bar in metres)
+# a lone "m" is a µ the OCR dropped (no micrograph has a scale bar in metres); a lone "n"
+# or "nn" ending the text is an "nm" whose "m" was dropped or split (no other unit starts
+# with n). Both are "inferred" units: trusted only beside readings that spell them out.
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
-_LABEL = re.compile(rf"({_NUMBER.pattern})\s*(nm|[uµμpjy]{{1,2}}m|mm|Å|m)(?![a-z])", re.IGNORECASE)
+_LABEL = re.compile(rf"({_NUMBER.pattern})\s*(nm|[uµμpjy]{{1,2}}m|mm|Å|m|nn?(?=\s*$))(?![a-z])",
+                    re.IGNORECASE)
 _UNIT_NM = {"nm": 1.0, "µm": 1e3, "mm": 1e6, "Å": 0.1}
 
 
@@ -408,7 +411,7 @@ def _round_number(value: float) -> bool:
 
 def _unit(text: str) -> str | None:
     t = text.lower()
-    if t == "nm":
+    if t in ("nm", "n", "nn"):
         return "nm"
     if t == "mm":
         return "mm"
@@ -595,7 +598,7 @@ def _score_line(line: dict, texts: list[tuple[str, float]]) -> dict | None:
     if not any(fits(v) for v in top):
         conf *= 0.4
     if all(v[0][2] for v in top):
-        conf *= 0.85  # the µ was inferred, not read
+        conf *= 0.85  # the unit was inferred (a lone "m" or "n"), not read
     # a label is a number and its unit alone: more digits in every reading of the line
     # ("7 7.0mm 1508") say it ran into other text, and which number is the label is a guess
     if all(_other_digits(v[1], v[0][3]) for v in top):
@@ -643,7 +646,7 @@ def _other_digits(text: str, matched: str) -> bool:
 
 
 def _parse(text: str):
-    """``(value, unit, µ inferred, matched text)`` of a label, or None."""
+    """``(value, unit, unit inferred, matched text)`` of a label, or None."""
     # a stray "." or "," not between digits is a speck ("1.0. um", ".5 nm" is not 0.5)
     text = _clean(text)
     m = _LABEL.search(text)
@@ -658,7 +661,7 @@ def _parse(text: str):
     value = float(number.replace(",", "."))  # "1,5 µm": a decimal comma
     if unit is None or value <= 0:
         return None
-    return value, unit, m.group(2).lower() == "m", m.group(0)
+    return value, unit, m.group(2).lower() in ("m", "n", "nn"), m.group(0)
 
 
 def _data_bar_candidates(g: np.ndarray) -> list[dict]:
