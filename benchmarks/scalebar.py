@@ -5,8 +5,11 @@
 Truth: benchmarks/data/emps_scalebars.csv, 92 EMPS training images (every 4th id of
 train.csv, sorted) annotated by eye (label read, bar length measured from pixel profiles
 around the bar; no detector or OCR was used to make it). The reader was developed against
-these images (RESULTS.md says how); `--truth benchmarks/data/emps_scalebars_test.csv` scores
-91 others (positions 2 mod 4), annotated the same way and held out from that work.
+these images (RESULTS.md says how). Three more sets were annotated the same way by helpers
+that never ran the reader, each held out until used once to score it:
+`emps_scalebars_test.csv` (positions 2 mod 4; used in session 10, development evidence since),
+`emps_scalebars_test2.csv` (positions 3 mod 4; used in session 11) and
+`emps_scalebars_test3.csv` (positions 1 mod 4). RESULTS.md says which reader each scored.
 For each image: `utilegen.io.read_calibration(path)` (EMPS PNGs
 carry no metadata, so only the scale bar can calibrate them). Rates:
 - within 2 %: calibrated, and |nm/px / truth - 1| <= 0.02, over images with a readable bar;
@@ -37,7 +40,7 @@ def main():
                     help="even rows were used to develop the reader, odd rows kept unseen")
     ap.add_argument("--truth", default=str(ROOT / "benchmarks" / "data" / "emps_scalebars.csv"),
                     help="annotations (emps_scalebars.csv: the development set; "
-                         "emps_scalebars_test.csv: held out, never used to tune the reader)")
+                         "emps_scalebars_test*.csv: held-out sets, see the docstring)")
     ap.add_argument("--confidence", action="store_true",
                     help="also count, for lower confidence cuts, how many readings would "
                          "be within 2 %% and how many wrong (reported, not used)")

@@ -40,6 +40,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--train-steps", type=int, default=20)
+    ap.add_argument("--tile-sizes", default="",
+                    help="also time the network alone on tiles of these sizes (comma-separated, "
+                         "e.g. 512,768,1024,1536) with 64 px of context on each side: the cost "
+                         "per useful Mpx that sets a large image's time at a given scale")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     image, truth = sample_pair((1024, 1024), particles=150, rng=0)
@@ -73,6 +77,15 @@ def main():
         other.predict(image)
         _, t2 = timed(lambda other=other: other.predict(image), max(3, args.repeat // 2))
         print(f"predict 1024² {changes}: median {np.median(t2):.3f} s, min {t2.min():.3f} s")
+    if args.tile_sizes:
+        from utilegen.segment._predict import run_network
+
+        for tile in (int(t) for t in args.tile_sizes.split(",")):
+            x = np.random.default_rng(0).random((tile + 128, tile + 128), dtype=np.float32)
+            run_network(model.network, x)
+            _, tt = timed(lambda x=x: run_network(model.network, x), 3)
+            print(f"network alone, tile {tile} + 2 x 64 context: min {tt.min():.3f} s, "
+                  f"{tt.min() / (tile / 1024) ** 2:.3f} s per useful 1024²")
     big = np.tile(image, (4, 4))
     _, tb = timed(lambda: model.predict(big), 1)
     print(f"predict 4096² (tiled 1024 + 64 context): {tb[0]:.1f} s")

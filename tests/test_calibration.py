@@ -567,3 +567,42 @@ def test_a_line_cut_short_by_its_threshold_is_followed_to_its_ends():
     g[19:22, 40:160] = 85
     a, b = _half_maximum_ends(g, 19, 22, 51, 149, light=False)
     assert a >= 48 and b <= 152  # at most the 3 px an anti-aliased end may add
+
+
+def test_a_thin_strip_along_a_thicker_bar_of_the_other_polarity_is_ground():
+    from utilegen.calibration._scalebar import _edge_strip
+
+    def cand(bar, thick, light, ticks=False):
+        return {"bar": bar, "thick": thick, "light": light, "ticks": ticks}
+
+    bar = cand((493, 452, 503, 589), 10, light=False)  # a black bar, 137 px
+    strip = cand((491, 471, 492, 510), 1, light=True)  # the light gap right above it
+    assert _edge_strip(strip, [bar, strip])
+    assert not _edge_strip(bar, [bar, strip])
+    # not: a ruler with ticks, a line of the same polarity, or one away from the bar
+    assert not _edge_strip(cand((491, 471, 492, 510), 1, True, ticks=True), [bar])
+    assert not _edge_strip(cand((491, 471, 492, 510), 1, light=False), [bar])
+    assert not _edge_strip(cand((480, 471, 481, 510), 1, light=True), [bar])
+
+
+@needs_ocr
+@needs_fonts
+def test_a_ruler_of_ticks_without_a_line_is_read():
+    # a Hitachi SEM data bar: 11 short white ticks, no line between them, the label's
+    # value spanning the first to the last tick's centre
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = micrograph((512, 640), seed=8)
+    img[470:] = 0
+    im = Image.fromarray(img)
+    d = ImageDraw.Draw(im)
+    x0, step = 400, 15.5  # 155 px from the first centre to the last
+    for k in range(11):
+        x = round(x0 + k * step)
+        d.rectangle([x - 1, 476, x + 1, 482], fill=255)
+    d.text((520, 486), "10.0um", font=ImageFont.truetype(DEJAVU, 20), fill=255)
+    d.text((20, 486), "S4800 3.0kV x3.00k SE(M)", font=ImageFont.truetype(DEJAVU, 16), fill=255)
+    cal = read_calibration(np.asarray(im))
+    assert cal.source == "scale bar", cal
+    assert cal.scale_bar.length_px == pytest.approx(155, abs=0.6)
+    assert cal.pixel_size == pytest.approx(10_000 / 155, rel=0.02)

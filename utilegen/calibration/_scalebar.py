@@ -452,8 +452,8 @@ def _label_lines(g: np.ndarray, cand: dict) -> list[dict]:
     r0, c0, r1, c1 = cand["extent"]
     length = c1 - c0
     b0, b1, b2, b3 = cand["bar"]
-    bar_level = float(np.median(g[b0:b2, b1:b3]))
-    ground = _local_ground(g, cand)
+    bar_level = cand.get("ink", float(np.median(g[b0:b2, b1:b3])))  # ticks: their own level
+    ground = cand.get("ground", _local_ground(g, cand))
     if abs(bar_level - ground) < 40:
         return []
     contrast = abs(bar_level - ground)
@@ -462,7 +462,7 @@ def _label_lines(g: np.ndarray, cand: dict) -> list[dict]:
     kernel = np.ones((21, 21), np.uint8)
     op, op_other = ((cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT) if light
                     else (cv2.MORPH_BLACKHAT, cv2.MORPH_TOPHAT))
-    pad_r = int(max(40, 5 * (r1 - r0), 0.65 * length, 0.12 * h))
+    pad_r = int(max(40, 5 * (r1 - r0), 0.65 * length, 0.18 * h))
     wr0, wr1 = max(0, r0 - pad_r), min(h, r1 + pad_r)
     unit = max(1.0, length, 0.2 * w)
     windows = [(max(0, c0 - int(0.6 * length)), min(w, c1 + int(0.9 * length)))]
@@ -684,6 +684,57 @@ def _data_bar_candidates(g: np.ndarray) -> list[dict]:
     return out
 
 
+def _tick_rulers(g: np.ndarray) -> list[dict]:
+    """Rulers drawn as a row of short ticks with no line between them (Hitachi SEM data
+    bars: 11 ticks, the label's value spanning first to last), in the bottom quarter: at
+    least 6 small upright marks of one polarity, tops and bottoms level, evenly spaced
+    (each gap within 15 % of their median). Their length is the distance between the
+    first and the last tick's centres; the ticks are blanked as "not text"."""
+    import cv2
+
+    h, w = g.shape
+    top = int(0.75 * h)
+    sub = g[top:]
+    ground = int(np.bincount(sub.ravel(), minlength=256).argmax())
+    out = []
+    for light in (True, False):
+        ink = float(np.percentile(sub, 99.5 if light else 0.5))
+        if abs(ink - ground) < 60:
+            continue
+        level = (ink + ground) / 2
+        mask = (sub >= level) if light else (sub <= level)
+        _, _, stats, cent = cv2.connectedComponentsWithStats(mask.astype(np.uint8),
+                                                             connectivity=8)
+        ticks = [(int(st[1]), int(st[1] + st[3]), float(c[0])) for st, c in zip(stats[1:], cent[1:])
+                 if 4 <= st[3] <= 0.06 * h and st[2] <= 5 and st[3] >= 1.5 * st[2]]
+        ticks.sort(key=lambda t: t[2])
+        used: set[int] = set()
+        for i, (r0, r1, _) in enumerate(ticks):
+            if i in used:
+                continue
+            row = [j for j, t in enumerate(ticks)
+                   if abs(t[0] - r0) <= 1 and abs(t[1] - r1) <= 1 and j not in used]
+            xs = np.array([ticks[j][2] for j in row])
+            if len(xs) < 6:
+                continue
+            gaps = np.diff(xs)
+            step = float(np.median(gaps))
+            if step < 3 or np.any(np.abs(gaps - step) > 0.15 * step):
+                continue
+            used.update(row)
+            q0 = min(ticks[j][0] for j in row) + top
+            q1 = max(ticks[j][1] for j in row) + top
+            c0, c1 = int(np.floor(xs[0])), int(np.ceil(xs[-1])) + 1
+            box = (q0, max(0, c0 - 3), q1, min(w, c1 + 3))
+            on = mask[q0 - top:q1 - top, c0:c1]
+            out.append({"bar": (q0, c0, q1, c1), "extent": box, "length": float(xs[-1] - xs[0]),
+                        "thick": 1, "light": light, "ticks": True, "level": level,
+                        "ink": float(np.median(sub[q0 - top:q1 - top, c0:c1][on])),
+                        "ground": float(np.median(sub[q0 - top:q1 - top, c0:c1][~on])),
+                        "end_ticks": (True, True), "blank": [box]})
+    return out
+
+
 def _shift(box: tuple, rows: int) -> tuple:
     return (box[0] + rows, box[1], box[2] + rows, box[3])
 
@@ -700,6 +751,21 @@ def _box_ground(c: dict, cands: list[dict]) -> bool:
         gap = max(q0 - r1, r0 - q1)
         if (d0 >= c0 + 2 and d1 <= c1 - 2 and gap <= max(6, r1 - r0) and o["thick"] >= 2
                 and o["length"] >= 0.4 * c["length"]):
+            return True
+    return False
+
+
+def _edge_strip(c: dict, cands: list[dict]) -> bool:
+    """Whether candidate `c` is a strip of ground along a thicker bar of the other
+    polarity: a thin line without ticks lying against it, within its columns (the light
+    gap between a black bar and the label right above it reads as a white line)."""
+    r0, c0, r1, c1 = c["bar"]
+    if c["thick"] > 2 or c["ticks"]:
+        return False
+    for o in cands:
+        q0, d0, q1, d1 = o["bar"]
+        if (o["light"] != c["light"] and o["thick"] >= 2 * c["thick"]
+                and max(q0 - r1, r0 - q1) <= 2 and d0 <= c0 and c1 <= d1):
             return True
     return False
 
@@ -725,7 +791,7 @@ def find_scale_bar(image) -> ScaleBar | None:
                    and max(abs(a - b) for a, b in zip(o["bar"], c["bar"])) <= 2
                    for o in cands):
             cands.append(c)
-    cands = [c for c in cands if not _box_ground(c, cands)]
+    cands = [c for c in cands if not _box_ground(c, cands)] + _tick_rulers(g)
     if not cands:
         return None
 
@@ -751,12 +817,16 @@ def find_scale_bar(image) -> ScaleBar | None:
     # a "bar" inside the box of the label read next to it is a stroke of that label's
     # glyphs, or the ground between two of its lines: it may lend its reading confidence
     # (below) but is never the bar measured
-    bars = [t for t in readings if not _inside(t[0]["bar"], t[1]["box"])]
+    bars = [t for t in readings
+            if not _inside(t[0]["bar"], t[1]["box"]) and not _edge_strip(t[0], cands)]
     if not bars:
         cand = cands[0]
         return ScaleBar(box=cand["extent"], bar=cand["bar"], length_px=cand["length"],
                         label=None, value=None, unit=None, nm_per_px=None, confidence=0.0)
-    cand, label = min(bars, key=lambda t: (t[1]["dist"], -t[1]["conf"]))
+    # the nearest label among the sure readings (a sure reading of the label beside one
+    # bar beats an unsure one beside a strip of ground a little nearer to it)
+    cand, label = min(bars, key=lambda t: (t[1]["conf"] < MIN_CONFIDENCE, t[1]["dist"],
+                                           -t[1]["conf"]))
     nm = label["value"] * _UNIT_NM[label["unit"]] / cand["length"]
     # a "bar" inside the label's box is a stroke of a glyph; the label read the same way
     # in its window is the same text read again: the surer reading counts
