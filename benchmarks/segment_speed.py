@@ -82,8 +82,9 @@ def main():
 
         for tile in (int(t) for t in args.tile_sizes.split(",")):
             x = np.random.default_rng(0).random((tile + 128, tile + 128), dtype=np.float32)
-            run_network(model.network, x)
-            _, tt = timed(lambda x=x: run_network(model.network, x), 3)
+            mp = model.config.mixed_precision
+            run_network(model.network, x, mixed_precision=mp)
+            _, tt = timed(lambda x=x, mp=mp: run_network(model.network, x, mixed_precision=mp), 3)
             print(f"network alone, tile {tile} + 2 x 64 context: min {tt.min():.3f} s, "
                   f"{tt.min() / (tile / 1024) ** 2:.3f} s per useful 1024²")
     big = np.tile(image, (4, 4))

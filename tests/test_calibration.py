@@ -462,6 +462,12 @@ def test_ocr_batch_goes_on_after_tesseract_dies(monkeypatch):
     assert [t for t, _, _ in out] == ["100 nm", "", "", "2 µm", "5 nm"]
     # from the page lost, from the killer: it alone, after it
     assert runs == [5, 4, 3, 1, 2]
+    # an error that is not a crash (no language data: exit code 1) is not retried
+    runs.clear()
+    monkeypatch.setattr(_scalebar.subprocess, "run", lambda cmd, **kw: (
+        runs.append(1), subprocess.CompletedProcess(cmd, 1, b"", b"no eng.traineddata"))[1])
+    out = _scalebar._ocr_batch([np.full((30, 90), 255, np.uint8)] * 4)
+    assert [t for t, _, _ in out] == [""] * 4 and runs == [1]
 
 
 def test_a_label_that_ran_into_other_text_is_not_trusted():
@@ -567,6 +573,12 @@ def test_a_line_cut_short_by_its_threshold_is_followed_to_its_ends():
     g[19:22, 40:160] = 85
     a, b = _half_maximum_ends(g, 19, 22, 51, 149, light=False)
     assert a >= 48 and b <= 152  # at most the 3 px an anti-aliased end may add
+    # nor a line that runs on at one end only (into a particle of about its level)
+    g = np.full((40, 200), 200, np.uint8)
+    g[20, 50:150] = 40
+    g[10:30, 150:185] = 70
+    a, b = _half_maximum_ends(g, 20, 21, 50, 150, light=False)
+    assert a == 50 and b <= 153  # not followed 30 % into it (the 3 px walk remains)
 
 
 def test_a_thin_strip_along_a_thicker_bar_of_the_other_polarity_is_ground():
@@ -602,6 +614,7 @@ def test_a_ruler_of_ticks_without_a_line_is_read():
         d.rectangle([x - 1, 476, x + 1, 482], fill=255)
     d.text((520, 486), "10.0um", font=ImageFont.truetype(DEJAVU, 20), fill=255)
     d.text((20, 486), "S4800 3.0kV x3.00k SE(M)", font=ImageFont.truetype(DEJAVU, 16), fill=255)
+    d.rectangle([99, 476, 101, 482], fill=255)  # a stray mark level with the ticks
     cal = read_calibration(np.asarray(im))
     assert cal.source == "scale bar", cal
     assert cal.scale_bar.length_px == pytest.approx(155, abs=0.6)

@@ -38,7 +38,8 @@ MIN_CONFIDENCE = 0.6
 # number, optional space, unit; OCR spellings of µ (u, µ, μ, p, j, y, ju, pu) all mean micro
 # a lone "m" is a µ the OCR dropped (no micrograph has a scale bar in metres); a lone "n"
 # or "nn" ending the text is an "nm" whose "m" was dropped or split (no other unit starts
-# with n). Both are "inferred" units: trusted only beside readings that spell them out.
+# with n). Both are "inferred" units, worth less than spelled ones (`_score_line`); an nm
+# inferred in every reading is not trusted.
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _LABEL = re.compile(rf"({_NUMBER.pattern})\s*(nm|[uµμpjy]{{1,2}}m|mm|Å|m|nn?(?=\s*$))(?![a-z])",
                     re.IGNORECASE)
@@ -178,7 +179,6 @@ def _half_maximum_ends(g: np.ndarray, r0: int, r1: int, c0: int, c1: int,
     """The ends of the bar in rows `r0`:`r1`, on its middle row, where its edge crosses
     halfway between bar and background (anti-aliased and blurred edges otherwise shorten
     a thresholded bar by a pixel or two); see also `_outline_ends`."""
-    h = g.shape[0]
     line = g[(r0 + r1 - 1) // 2].astype(np.float64)
     inner = float(np.median(line[c0:c1]))
     outside = np.concatenate([line[max(0, c0 - 6):max(0, c0 - 2)], line[c1 + 2:c1 + 6]])
@@ -189,10 +189,7 @@ def _half_maximum_ends(g: np.ndarray, r0: int, r1: int, c0: int, c1: int,
     # arrow, cut where it meets the heads) goes on at its own level: follow it, up to 30 %
     # of its length on each side; its contrast is against the rows above and below it.
     # (Not a thicker bar: a strip of ground between a label and its bar goes on, too.)
-    k = max(3, r1 - r0)
-    band = np.concatenate([g[max(0, r0 - 2 - k):max(0, r0 - 2), c0:c1].ravel(),
-                           g[min(h, r1 + 2):min(h, r1 + 2 + k), c0:c1].ravel()])
-    ground = float(np.median(band)) if band.size else half
+    ground = _local_ground(g, {"bar": (r0, c0, r1, c1)})
     same = np.abs(line - inner) <= 0.25 * abs(inner - ground)
     reach = int(0.3 * (c1 - c0)) if r1 - r0 == 1 else 0
     a, b = c0, c1
@@ -200,6 +197,8 @@ def _half_maximum_ends(g: np.ndarray, r0: int, r1: int, c0: int, c1: int,
         a -= 1
     while b < len(line) and same[b] and b - c1 < reach:
         b += 1
+    if abs((c0 - a) - (b - c1)) > max(2, 0.5 * max(c0 - a, b - c1)):
+        a, b = c0, c1  # one-sided: the line runs into something (a particle), not heads
     if (a, b) != (c0, c1):
         half = (inner + ground) / 2
     on = (line >= half) if light else (line <= half)
@@ -258,9 +257,9 @@ def _ocr_batch(images: list[np.ndarray], psm: int = 7) -> list[tuple[str, float,
     image.
 
     Tesseract 5 with a character whitelist dies now and then on one image (SIGFPE), and
-    the pages after it (and any still in its output buffer) are lost: the run goes on
-    from the first page missing, and an image that kills a run on its own is left
-    unread."""
+    the pages after it are lost: after a run killed by a signal, the next goes on from
+    the first page missing (pages are written whole, in order), and an image that kills a
+    run on its own is left unread."""
     import tempfile
 
     import cv2
@@ -290,8 +289,8 @@ def _ocr_batch(images: list[np.ndarray], psm: int = 7) -> list[tuple[str, float,
         start = 0
         while start < len(images):
             ran = run(start, len(images))
-            if ran is None or ran[0] == 0:
-                break
+            if ran is None or ran[0] >= 0:
+                break  # done, or an error that another run would repeat (no language data)
             # pages are written whole and in order: go on after the last one written; when
             # none was, read the first image on its own (left unread if it alone kills
             # the run) and go on after it
@@ -452,8 +451,9 @@ def _label_lines(g: np.ndarray, cand: dict) -> list[dict]:
     r0, c0, r1, c1 = cand["extent"]
     length = c1 - c0
     b0, b1, b2, b3 = cand["bar"]
-    bar_level = cand.get("ink", float(np.median(g[b0:b2, b1:b3])))  # ticks: their own level
-    ground = cand.get("ground", _local_ground(g, cand))
+    # a ruler of ticks brings the level of its ticks and of the ground between them
+    bar_level = cand["ink"] if "ink" in cand else float(np.median(g[b0:b2, b1:b3]))
+    ground = cand["ground"] if "ground" in cand else _local_ground(g, cand)
     if abs(bar_level - ground) < 40:
         return []
     contrast = abs(bar_level - ground)
@@ -599,6 +599,8 @@ def _score_line(line: dict, texts: list[tuple[str, float]]) -> dict | None:
         conf *= 0.4
     if all(v[0][2] for v in top):
         conf *= 0.85  # the unit was inferred (a lone "m" or "n"), not read
+        if key[1] == "nm":
+            conf *= 0.5  # "nn" may also be a µm whose µ was dropped and whose m was split
     # a label is a number and its unit alone: more digits in every reading of the line
     # ("7 7.0mm 1508") say it ran into other text, and which number is the label is a guess
     if all(_other_digits(v[1], v[0][3]) for v in top):
@@ -707,32 +709,48 @@ def _tick_rulers(g: np.ndarray) -> list[dict]:
                                                              connectivity=8)
         ticks = [(int(st[1]), int(st[1] + st[3]), float(c[0])) for st, c in zip(stats[1:], cent[1:])
                  if 4 <= st[3] <= 0.06 * h and st[2] <= 5 and st[3] >= 1.5 * st[2]]
-        ticks.sort(key=lambda t: t[2])
-        used: set[int] = set()
-        for i, (r0, r1, _) in enumerate(ticks):
-            if i in used:
+        # marks level with each other (tops and bottoms within a pixel), by rows
+        rows: dict[tuple[int, int], list[float]] = {}
+        for t0, t1, x in ticks:
+            rows.setdefault((t0, t1), []).append(x)
+        seen: set[tuple[int, int]] = set()
+        for key in sorted(rows, key=lambda k: -len(rows[k])):
+            if key in seen:
                 continue
-            row = [j for j, t in enumerate(ticks)
-                   if abs(t[0] - r0) <= 1 and abs(t[1] - r1) <= 1 and j not in used]
-            xs = np.array([ticks[j][2] for j in row])
-            if len(xs) < 6:
-                continue
-            gaps = np.diff(xs)
-            step = float(np.median(gaps))
-            if step < 3 or np.any(np.abs(gaps - step) > 0.15 * step):
-                continue
-            used.update(row)
-            q0 = min(ticks[j][0] for j in row) + top
-            q1 = max(ticks[j][1] for j in row) + top
-            c0, c1 = int(np.floor(xs[0])), int(np.ceil(xs[-1])) + 1
-            box = (q0, max(0, c0 - 3), q1, min(w, c1 + 3))
-            on = mask[q0 - top:q1 - top, c0:c1]
-            out.append({"bar": (q0, c0, q1, c1), "extent": box, "length": float(xs[-1] - xs[0]),
-                        "thick": 1, "light": light, "ticks": True, "level": level,
-                        "ink": float(np.median(sub[q0 - top:q1 - top, c0:c1][on])),
-                        "ground": float(np.median(sub[q0 - top:q1 - top, c0:c1][~on])),
-                        "end_ticks": (True, True), "blank": [box]})
+            near = [(key[0] + i, key[1] + j) for i in (-1, 0, 1) for j in (-1, 0, 1)]
+            near = [k for k in near if k in rows and k not in seen]
+            seen.update(near)
+            xs = np.sort(np.concatenate([rows[k] for k in near]))
+            for run in _even_runs(xs):
+                q0, q1 = min(k[0] for k in near) + top, max(k[1] for k in near) + top
+                c0, c1 = int(np.floor(run[0])), int(np.ceil(run[-1])) + 1
+                box = (q0, max(0, c0 - 3), q1, min(w, c1 + 3))
+                on = mask[q0 - top:q1 - top, c0:c1]
+                patch = sub[q0 - top:q1 - top, c0:c1]
+                # `bar` spans the ticks; the length is between their centres
+                out.append({"bar": (q0, c0, q1, c1), "extent": box,
+                            "length": float(run[-1] - run[0]), "thick": 1, "light": light,
+                            "ticks": True, "level": level, "ink": float(np.median(patch[on])),
+                            "ground": float(np.median(patch[~on])),
+                            "end_ticks": (True, True), "blank": [box]})
     return out
+
+
+def _even_runs(xs: np.ndarray, min_count: int = 6) -> list[np.ndarray]:
+    """The runs of at least `min_count` consecutive positions in sorted `xs` spaced
+    evenly (each gap within 15 % of the run's median gap, at least 3 px)."""
+    runs, i = [], 0
+    while i + min_count <= len(xs):
+        step = float(np.median(np.diff(xs[i:i + min_count])))
+        j = i + 1
+        while j < len(xs) and step >= 3 and abs(xs[j] - xs[j - 1] - step) <= 0.15 * step:
+            j += 1
+        if j - i >= min_count:
+            runs.append(xs[i:j])
+            i = j
+        else:
+            i += 1
+    return runs
 
 
 def _shift(box: tuple, rows: int) -> tuple:
