@@ -207,7 +207,9 @@ def test_analyze_keeps_the_scale_bar_label_out_of_the_particles():
     rgb = report.overlay("image_0")
     frame = rgb[r0:r1, c0:c1]
     assert np.any(np.all(frame == (0, 220, 255), axis=-1))
-    assert report.calibration_text("image_0").startswith("0.625 nm/px from the scale bar")
+    assert report.calibration_text("image_0").startswith(
+        "0.625 nm/px from the scale bar (±0.6 %: one pixel of its 160 px)")
+    assert info["relative_error"] == pytest.approx(1 / 160, rel=0.02)
 
 
 def test_label_numbers_with_separators():

@@ -666,20 +666,31 @@ def _parse(text: str):
     return value, unit, m.group(2).lower() in ("m", "n", "nn"), m.group(0)
 
 
+def _bottom_levels(g: np.ndarray, share: float):
+    """``(top, strip, [(light, level), ...])``: the bottom `share` of `g` from row `top`,
+    and for each polarity whose brightest (darkest) ink stands 60 levels out from the
+    strip's commonest gray, the level halfway between them (where data bars and their
+    rulers are drawn)."""
+    top = int((1 - share) * g.shape[0])
+    sub = g[top:]
+    ground = int(np.bincount(sub.ravel(), minlength=256).argmax())
+    levels = []
+    for light in (True, False):
+        ink = float(np.percentile(sub, 99.5 if light else 0.5))
+        if abs(ink - ground) >= 60:
+            levels.append((light, (ink + ground) / 2))
+    return top, sub, levels
+
+
 def _data_bar_candidates(g: np.ndarray) -> list[dict]:
     """Bars along the bottom edge (where instrument data bars are), found at a level
     halfway between the bottom strip's commonest gray and its brightest (darkest) ink:
     there the bar is often a gray line (155 on 44 in an FEI footer) that the image-wide
     level misses."""
-    top = int(0.8 * g.shape[0])
-    sub = g[top:]
-    ground = int(np.bincount(sub.ravel(), minlength=256).argmax())
+    top, sub, levels = _bottom_levels(g, 0.2)
     out = []
-    for light in (True, False):
-        ink = float(np.percentile(sub, 99.5 if light else 0.5))
-        if abs(ink - ground) < 60:
-            continue
-        for c in _bar_candidates(sub, light, level=round((ink + ground) / 2)):
+    for light, level in levels:
+        for c in _bar_candidates(sub, light, level=round(level)):
             c["bar"], c["extent"] = _shift(c["bar"], top), _shift(c["extent"], top)
             c["blank"] = [_shift(b, top) for b in c["blank"]]
             out.append(c)
@@ -695,15 +706,9 @@ def _tick_rulers(g: np.ndarray) -> list[dict]:
     import cv2
 
     h, w = g.shape
-    top = int(0.75 * h)
-    sub = g[top:]
-    ground = int(np.bincount(sub.ravel(), minlength=256).argmax())
+    top, sub, levels = _bottom_levels(g, 0.25)
     out = []
-    for light in (True, False):
-        ink = float(np.percentile(sub, 99.5 if light else 0.5))
-        if abs(ink - ground) < 60:
-            continue
-        level = (ink + ground) / 2
+    for light, level in levels:
         mask = (sub >= level) if light else (sub <= level)
         _, _, stats, cent = cv2.connectedComponentsWithStats(mask.astype(np.uint8),
                                                              connectivity=8)

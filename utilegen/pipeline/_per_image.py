@@ -83,7 +83,8 @@ def _scale_used(details) -> dict:
 
 def _describe(cal) -> dict:
     """What the report says about one image's calibration."""
-    out = {"source": cal.source, "pixel_size": cal.pixel_size, "unit": cal.unit}
+    out = {"source": cal.source, "pixel_size": cal.pixel_size, "unit": cal.unit,
+           "relative_error": cal.relative_error}
     if cal.scale_bar is not None:
         bar = cal.scale_bar
         out["scale_bar"] = {"box": list(bar.box), "label": bar.label,

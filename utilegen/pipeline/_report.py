@@ -73,7 +73,8 @@ class Report:
         self.classes = dict(classes)
         self.calibration = dict(calibration)
         # per image: {"source": "metadata:..."|"scale bar"|"user"|"none", "pixel_size",
-        # "unit", and the scale bar found ("box", "label", "confidence", ...)}
+        # "unit", "relative_error" (a scale bar's one pixel, as a fraction; else None),
+        # and the scale bar found ("box", "label", "confidence", ...)}
         self.calibration_info = dict(calibration_info or {})
         # per image, for a StarDist segmenter: {"scale" (resize factor used), "mode"
         # ("fixed" | "auto" | "sweep"), "passes", "reason", "particle_width_px" (auto)}
@@ -215,6 +216,9 @@ class Report:
             text = f"{size:.4g} {unit}/px from " + {
                 "user": "your input", "scale bar": "the scale bar"}.get(
                 source, source.replace("metadata:", "") + " metadata")
+        if source == "scale bar" and info.get("relative_error"):
+            text += (f" (±{100 * info['relative_error']:.1f} %: one pixel of its "
+                     f"{info['scale_bar']['length_px']:.0f} px)")
         bar = info.get("scale_bar")
         if bar and bar.get("label"):
             text += f'; scale bar "{bar["label"]}" read with confidence {bar["confidence"]:.2f}'
