@@ -210,6 +210,21 @@ def test_analyze_keeps_the_scale_bar_label_out_of_the_particles():
     assert report.calibration_text("image_0").startswith(
         "0.625 nm/px from the scale bar (±0.6 %: one pixel of its 160 px)")
     assert info["relative_error"] == pytest.approx(1 / 160, rel=0.02)
+    assert not any("scale bar is" in w for w in report.warnings)
+
+
+@needs_ocr
+def test_analyze_warns_when_one_pixel_of_the_scale_bar_is_more_than_2_percent():
+    from utilegen.datasets import sample_pair
+    from utilegen.pipeline import analyze
+
+    image, _ = sample_pair((512, 512), particles=20, rng=5)
+    image = np.asarray(image, np.uint8).copy()
+    image[430:] = 245
+    report = analyze(with_bar(image, "20 nm", 40, light=False, corner="br"))
+    assert report.calibration_info["image_0"]["source"] == "scale bar"
+    assert report.calibration["image_0"][0] == pytest.approx(20 / 40, rel=0.03)
+    assert any("scale bar is 40 px long: one pixel is 2.5 %" in w for w in report.warnings)
 
 
 def test_label_numbers_with_separators():

@@ -32,6 +32,10 @@ def _analyze_one(image_id, source, model, shape_classifier, *, pixel_size, unit,
             segmentation = _scale_used(details)
         else:
             mask = model.predict(image)
+        if cal.relative_error is not None and cal.relative_error > 0.02:
+            notes = [*notes, (f"the scale bar is {cal.scale_bar.length_px:.0f} px long: one "
+                              f"pixel is {100 * cal.relative_error:.1f} % of the calibration; "
+                              "check it, or give the pixel size")]
         if not isinstance(mask, InstanceMask):
             mask = InstanceMask(np.asarray(mask))
         if mask.shape != image.shape:
