@@ -197,8 +197,6 @@ def _half_maximum_ends(g: np.ndarray, r0: int, r1: int, c0: int, c1: int,
         a -= 1
     while b < len(line) and same[b] and b - c1 < reach:
         b += 1
-    if abs((c0 - a) - (b - c1)) > max(2, 0.5 * max(c0 - a, b - c1)):
-        a, b = c0, c1  # one-sided: the line runs into something (a particle), not heads
     if (a, b) != (c0, c1):
         half = (inner + ground) / 2
     on = (line >= half) if light else (line <= half)
@@ -778,6 +776,42 @@ def _box_ground(c: dict, cands: list[dict]) -> bool:
     return False
 
 
+def _join_fragments(g: np.ndarray, cands: list[dict]) -> list[dict]:
+    """Candidates with pieces of one bar joined: a run of rows inside a thicker bar (where
+    its rows' runs differ), a line on the next row beside a longer one, or pieces of a
+    noisy line that overlap. A piece of the same polarity whose rows lie within a longer
+    candidate's (one row of slack) and whose columns overlap it joins that candidate,
+    which grows to cover it (ends found again at half maximum). Split bars (two segments)
+    are left as they are."""
+    h = g.shape[0]
+    out = _join_pass(g, cands, h)
+    while len(out) < len(cands):  # a joined bar may now reach another piece
+        cands, out = out, _join_pass(g, out, h)
+    return out
+
+
+def _join_pass(g: np.ndarray, cands: list[dict], h: int) -> list[dict]:
+    """One pass of `_join_fragments`, longest candidates first."""
+    out: list[dict] = []
+    for c in sorted(cands, key=lambda c: -c["length"]):
+        r0, c0, r1, c1 = c["bar"]
+        host = next((o for o in out
+                     if o["light"] == c["light"] and len(o["blank"]) == len(c["blank"]) == 1
+                     and o["bar"][0] - 1 <= r0 and r1 <= o["bar"][2] + 1
+                     and min(c1, o["bar"][3]) > max(c0, o["bar"][1])), None)
+        if host is None:
+            out.append(dict(c))
+            continue
+        q0, d0, q1, d1 = host["bar"]
+        if c0 < d0 or c1 > d1:  # the piece reaches beyond: the bar is longer
+            a, b = _half_maximum_ends(g, q0, q1, min(c0, d0), max(c1, d1), host["light"])
+            t0 = max(0, q0 - 8) if host["ticks"] else q0
+            t1 = min(h, q1 + 8) if host["ticks"] else q1
+            host.update(bar=(q0, a, q1, b), extent=(t0, a, t1, b), length=float(b - a),
+                        blank=[(t0, a, t1, b)])
+    return out
+
+
 def _edge_strip(c: dict, cands: list[dict]) -> bool:
     """Whether candidate `c` is a strip of ground along a thicker bar of the other
     polarity: a thin line without ticks lying against it, within its columns (the light
@@ -814,7 +848,8 @@ def find_scale_bar(image) -> ScaleBar | None:
                    and max(abs(a - b) for a, b in zip(o["bar"], c["bar"])) <= 2
                    for o in cands):
             cands.append(c)
-    cands = [c for c in cands if not _box_ground(c, cands)] + _tick_rulers(g)
+    cands = _join_fragments(g, [c for c in cands if not _box_ground(c, cands)])
+    cands += _tick_rulers(g)
     if not cands:
         return None
 
