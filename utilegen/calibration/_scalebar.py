@@ -130,8 +130,7 @@ def _bar_candidates(g: np.ndarray, light: bool, level: int | None = None) -> lis
                 for c in (c0, c1 - 1)]
         ticks = bool(all(ends))
         bc0, bc1 = _half_maximum_ends(g, r0, r1 + 1, c0, c1, light)
-        tr0 = max(0, r0 - 8) if ticks else r0
-        tr1 = min(h, r1 + 9) if ticks else r1 + 1
+        tr0, tr1 = _extent_rows(r0, r1 + 1, ticks, h)
         out.append({"bar": (r0, bc0, r1 + 1, bc1), "extent": (tr0, bc0, tr1, bc1),
                     "length": float(bc1 - bc0), "thick": thick, "light": light,
                     "ticks": ticks, "level": level, "end_ticks": (bool(ends[0]), bool(ends[1])),
@@ -139,6 +138,12 @@ def _bar_candidates(g: np.ndarray, light: bool, level: int | None = None) -> lis
     split = _split_bars(out, h)
     used = {id(seg) for bar in split for seg in bar.pop("segments")}
     return [c for c in out if id(c) not in used] + split
+
+
+def _extent_rows(r0: int, r1: int, ticks: bool, h: int) -> tuple[int, int]:
+    """The rows (end-exclusive) a bar in rows `r0`:`r1` takes with its end ticks, which
+    reach up to 8 px above and below it."""
+    return (max(0, r0 - 8), min(h, r1 + 8)) if ticks else (r0, r1)
 
 
 def _split_bars(segments: list[dict], h: int) -> list[dict]:
@@ -164,7 +169,7 @@ def _split_bars(segments: list[dict], h: int) -> list[dict]:
                 continue
             r0, c0 = min(a["bar"][0], b["bar"][0]), a["bar"][1]
             r1, c1 = max(a["bar"][2], b["bar"][2]), b["bar"][3]
-            tr0, tr1 = max(0, r0 - 8), min(h, r1 + 8)
+            tr0, tr1 = _extent_rows(r0, r1, True, h)
             out.append({"bar": (r0, c0, r1, c1), "extent": (tr0, c0, tr1, c1),
                         "length": float(c1 - c0), "thick": max(a["thick"], b["thick"]),
                         "light": a["light"], "ticks": True, "level": a["level"],
@@ -763,7 +768,8 @@ def _shift(box: tuple, rows: int) -> tuple:
 def _box_ground(c: dict, cands: list[dict]) -> bool:
     """Whether candidate `c` is a strip of a label box's ground rather than a bar: a bar
     of the other polarity lies right above or below it, inside its columns (a black bar
-    in a white box leaves white strips above and below it that look like bars)."""
+    in a white box leaves white strips above and below it that look like bars). The
+    converse, a thin strip along a thicker bar, is `_edge_strip`."""
     r0, c0, r1, c1 = c["bar"]
     for o in cands:
         if o["light"] == c["light"]:
@@ -805,8 +811,7 @@ def _join_pass(g: np.ndarray, cands: list[dict], h: int) -> list[dict]:
         q0, d0, q1, d1 = host["bar"]
         if c0 < d0 or c1 > d1:  # the piece reaches beyond: the bar is longer
             a, b = _half_maximum_ends(g, q0, q1, min(c0, d0), max(c1, d1), host["light"])
-            t0 = max(0, q0 - 8) if host["ticks"] else q0
-            t1 = min(h, q1 + 8) if host["ticks"] else q1
+            t0, t1 = _extent_rows(q0, q1, host["ticks"], h)
             host.update(bar=(q0, a, q1, b), extent=(t0, a, t1, b), length=float(b - a),
                         blank=[(t0, a, t1, b)])
     return out
@@ -815,7 +820,8 @@ def _join_pass(g: np.ndarray, cands: list[dict], h: int) -> list[dict]:
 def _edge_strip(c: dict, cands: list[dict]) -> bool:
     """Whether candidate `c` is a strip of ground along a thicker bar of the other
     polarity: a thin line without ticks lying against it, within its columns (the light
-    gap between a black bar and the label right above it reads as a white line)."""
+    gap between a black bar and the label right above it reads as a white line). The
+    converse, a wide strip around a thinner bar, is `_box_ground`."""
     r0, c0, r1, c1 = c["bar"]
     if c["thick"] > 2 or c["ticks"]:
         return False
