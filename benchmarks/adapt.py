@@ -29,6 +29,11 @@ Designs (the images each uses, all fixed by seeds):
   evaluation set as ``t5``.
 * ``t3``: per class (sphere / cube / rod), shuffled with seed 1: the first half (at most
   20) trains, the next (at most 30) evaluates. scratch-real and finetune-mixed.
+* ``series``: one lab's own series, the nearest EMPS has to a user's images: the sphere
+  images of one article (`SERIES`, 10 SEM micrographs of dense, touching microspheres).
+  The 5 of its figure 2 train; the 5 of its other figures evaluate. finetune-mixed,
+  finetune-real and scratch-real. Not part of the selection images' exclusions (those
+  were fixed before this design existed; none of its evaluation images is among them).
 
 Settings are chosen with ``--select``: the cell's training images, scored on 20 sphere
 images that no cell trains or evaluates on (`selection_ids`), never on the evaluation sets.
@@ -87,6 +92,29 @@ def designs(data):
             cells.append((f"t3 {shape}", arm, ids[:min(half, 20)], ids[half:half + 30],
                           ARMS[arm][1]))
     return cells
+
+
+#: The EMPS article with the most sphere images (10 SEM micrographs of microspheres; DOI
+#: as written in EMPS' metadata.csv) and the figure whose images train the series cell
+SERIES = ("10.1016.j.apsusc.2020.145360", "gr2")
+
+
+def series_cells(data):
+    """The ``series`` design's cells: one article's sphere images, one figure trains."""
+    import csv
+
+    meta = Path(data.root) / "metadata.csv"
+    if not meta.is_file():
+        return []
+    shapes = set(data.with_shape("sphere").ids)
+    rows = [r for r in csv.DictReader(meta.open()) if r["doi"] == SERIES[0]
+            and Path(r["filename"]).stem in shapes]
+    train = sorted(Path(r["filename"]).stem for r in rows if r["locator"] == SERIES[1])
+    evaluate = sorted(Path(r["filename"]).stem for r in rows if r["locator"] != SERIES[1])
+    if not train or not evaluate:
+        return []
+    return [("series", arm, train, evaluate, ARMS[arm][1])
+            for arm in ("finetune-mixed", "finetune-real", "scratch-real")]
 
 
 def selection_ids(data, n=20):
@@ -229,7 +257,7 @@ def rescore(data, keep, record, seed=0, select=None) -> dict | None:
     _, val, how = holdout(real, seed=seed)
     if how != a["split"]:
         return None  # trained with another seed or given validation pairs
-    design = {(n, arm): e for n, arm, _, e, _ in designs(data)}
+    design = {(n, arm): e for n, arm, _, e, _ in designs(data) + series_cells(data)}
     if select is None and (record["cell"], record["arm"]) not in design:
         return None  # a --select record: rescore it with --select
     eval_ids = select or design[(record["cell"], record["arm"])]
@@ -300,7 +328,7 @@ def main():
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "adapt_results.json")
     ap.add_argument("--only", nargs="+",
                     help="run only these cells (a cell name such as 't5 n=1', "
-                         "or a design: t5, t4, t3)")
+                         "or a design: t5, t4, t3, series)")
     ap.add_argument("--arms", nargs="+", choices=list(ARMS), help="run only these arms")
     ap.add_argument("--emps-root", type=Path, default=EMPS_ROOT)
     ap.add_argument("--device", help="passed to the train command (a labelled, lighter variant)")
@@ -355,7 +383,7 @@ def main():
     select = selection_ids(data) if args.select else None
     results = json.loads(args.out.read_text()) if args.out.is_file() else []
     done = {(r["cell"], r["arm"]) for r in results if "error" not in r}
-    for name, arm, train_ids, eval_ids, n_syn in designs(data):
+    for name, arm, train_ids, eval_ids, n_syn in designs(data) + series_cells(data):
         key = f"select {name}" if select is not None else name
         if (key, arm) in done or (args.only and name not in args.only
                                   and not any(name.startswith(o + " ") for o in args.only)):
