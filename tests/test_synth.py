@@ -164,11 +164,11 @@ def test_source_density_gives_each_image_the_crowding_of_its_source():
     assert Compositor.from_dict(comp.to_dict()) == comp
 
 
-@pytest.mark.parametrize("overlap", [True, False])
-def test_masks_are_exact(pools, overlap):
+@pytest.mark.parametrize("overlap,packed", [(True, False), (False, False), (True, True)])
+def test_masks_are_exact(pools, overlap, packed):
     particles, backgrounds = pools
     comp = Compositor(particles_per_image=(15, 25), overlap=overlap, max_overlap=1.0,
-                      scale=(0.5, 2.0), image_size=160)
+                      scale=(0.5, 2.0), image_size=160, packed=packed)
     for seed in range(4):
         _canvas, labels, record = comp.compose(particles, backgrounds, rng=seed)
         fps = footprints(particles, record, labels.shape)
@@ -207,9 +207,11 @@ def test_unrotated_particle_is_pasted_pixel_for_pixel(pools):
         assert s.mask.count == 1 and s.mask.areas()[0] == source.area
 
 
-def test_no_overlap_means_no_contact(pools):
+@pytest.mark.parametrize("packed", [False, True])
+def test_no_overlap_means_no_contact(pools, packed):
     particles, backgrounds = pools
-    comp = Compositor(particles_per_image=(60, 60), overlap=False, scale=(0.8, 1.5), image_size=160)
+    comp = Compositor(particles_per_image=(60, 60), overlap=False, scale=(0.8, 1.5), image_size=160,
+                      packed=packed)
     for seed in range(3):
         _, labels, record = comp.compose(particles, backgrounds, rng=seed)
         grown_max = ndi.maximum_filter(labels, size=3)
@@ -225,6 +227,30 @@ def test_no_overlap_means_no_contact(pools):
         for p in record["particles"]:
             if p["label"]:
                 assert areas[p["label"]] == p["area"]  # nothing covered
+
+
+def _touching(labels) -> float:
+    """Fraction of the particles of `labels` that touch another one (8-neighbourhood)."""
+    high = ndi.maximum_filter(labels, size=3)
+    low = ndi.minimum_filter(np.where(labels > 0, labels, np.iinfo(labels.dtype).max), size=3)
+    fg = labels > 0
+    contact = fg & ((high != labels) | (low != labels))
+    return len(np.unique(labels[contact])) / max(labels.max(), 1)
+
+
+@pytest.mark.parametrize("max_overlap", [0.0, 0.3])
+def test_packed_particles_touch_their_neighbours(pools, max_overlap):
+    # 12 particles on a 256² canvas: placed anywhere, few touch; packed, clusters grow
+    particles, backgrounds = pools
+    kw = {"particles_per_image": (12, 12), "overlap": True, "max_overlap": max_overlap,
+          "scale": (1, 1), "image_size": 256}
+    loose, packed = Compositor(**kw), Compositor(**kw, packed=True)
+    t_loose = np.mean([_touching(loose.compose(particles, backgrounds, rng=s)[1])
+                       for s in range(6)])
+    t_packed = np.mean([_touching(packed.compose(particles, backgrounds, rng=s)[1])
+                        for s in range(6)])
+    assert t_packed > 0.8 and t_loose < 0.5
+    assert Compositor.from_dict(packed.to_dict()) == packed
 
 
 def test_max_overlap_bounds_coverage(pools):

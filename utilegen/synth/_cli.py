@@ -58,6 +58,9 @@ def _add_generate(sub):
     p.add_argument("--max-overlap", type=float, default=0.5,
                    help="with overlap, the largest fraction of a particle that others may cover "
                         "(default 0.5)")
+    p.add_argument("--packed", action="store_true",
+                   help="place each particle against those already placed, as in a dense "
+                        "powder (default: anywhere it fits)")
     p.add_argument("--scale", type=_range, default=(0.3, 2.0),
                    help="particle scale range (default 0.3-2.0)")
     p.add_argument("--rotation", type=_range, default=(0.0, 360.0),
@@ -106,7 +109,8 @@ def _generate(args) -> int:
         raise ValueError("give --images and --masks, or --sample")
     compositor = Compositor(particles_per_image=args.particles, overlap=not args.no_overlap,
                             max_overlap=args.max_overlap, scale=args.scale, rotation=args.rotation,
-                            image_size=args.size, same_source=args.same_source)
+                            image_size=args.size, same_source=args.same_source,
+                            packed=args.packed)
     augmenter = Augmenter(salt_pepper_max=args.salt_pepper, blur_max=args.blur)
     ds = SyntheticDataset.from_pairs(
         pairs, keep_border=args.keep_border, min_size=args.min_size,
