@@ -31,8 +31,9 @@ Designs (the images each uses, all fixed by seeds):
   20) trains, the next (at most 30) evaluates. scratch-real and finetune-mixed.
 * ``series``: one lab's own series, the nearest EMPS has to a user's images: the sphere
   images of one article (`SERIES`, 10 SEM micrographs of dense, touching microspheres).
-  The 5 of its figure 2 train; the 5 of its other figures evaluate. finetune-mixed,
-  finetune-real and scratch-real. Not part of the selection images' exclusions (those
+  The 5 of its figure 2 train (``series n=5``), or the first of them alone
+  (``series n=1``); the 5 of its other figures evaluate. finetune-mixed, finetune-real
+  and scratch-real. Not part of the selection images' exclusions (those
   were fixed before this design existed; none of its evaluation images is among them).
 
 Settings are chosen with ``--select``: the cell's training images, scored on 20 sphere
@@ -113,7 +114,8 @@ def series_cells(data):
     evaluate = sorted(Path(r["filename"]).stem for r in rows if r["locator"] != SERIES[1])
     if not train or not evaluate:
         return []
-    return [("series", arm, train, evaluate, ARMS[arm][1])
+    return [(f"series n={len(ids)}", arm, ids, evaluate, ARMS[arm][1])
+            for ids in (train, train[:1])
             for arm in ("finetune-mixed", "finetune-real", "scratch-real")]
 
 
