@@ -115,9 +115,10 @@ def test_synthetic_pairs_keep_the_crowding_of_each_magnification():
     assert by_source[0] and by_source[1]
     assert np.mean(by_source[0]) >= 0.6 * crowded[1].count
     assert np.mean(by_source[1]) <= 1.5 * sparse[1].count
-    # "auto" synthetic scale: narrow across magnifications (the real images span sizes),
-    # 0.5-2 at one magnification, less where large particles would not fit the canvas
-    from utilegen.segment._adapt import _synthetic_scale, several_magnifications
+    # "auto" synthetic scale: narrow across magnifications (the real images span sizes) and
+    # with many whole particles; 0.5-2 with few at one magnification, less where large
+    # particles would not fit the canvas
+    from utilegen.segment._adapt import FEW_PARTICLES, _synthetic_scale, several_magnifications
 
     def auto_scale(pairs):
         stats = annotation_stats(pairs)
@@ -133,6 +134,13 @@ def test_synthetic_pairs_keep_the_crowding_of_each_magnification():
     big = [(large.astype(np.float32), large)]
     lo, hi = auto_scale(big)
     assert lo == 0.5 and hi == 1.25
+    # a dense layer of one size: enough whole particles show the material's own spread
+    centres = [(r, c) for r in range(12, 200, 24) for c in range(12, 200, 24)]
+    layer = disks((200, 200), centres, 10)
+    dense = [(layer.astype(np.float32), layer)]
+    stats = annotation_stats(dense)
+    assert stats["n_whole"] >= FEW_PARTICLES > annotation_stats(one)["n_whole"]
+    assert not several_magnifications(stats) and auto_scale(dense) == (0.8, 1.25)
 
 
 # ------------------------------------------------------------------------- adaptation

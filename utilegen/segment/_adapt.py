@@ -29,6 +29,10 @@ FEW_HELDOUT = 20
 #: Annotated images whose median particle sizes differ more than this factor are taken to
 #: span several magnifications (`several_magnifications`).
 MAGNIFICATION_SPREAD = 2.0
+#: Whole (not border-cut) annotated particles below which `adapt` widens the synthetic
+#: scale range at one magnification: so few particles teach one size only, while many
+#: already show the material's own spread (`_synthetic_scale`; RESULTS.md, "series").
+FEW_PARTICLES = 30
 #: Synthetic pairs per real pair (the paper's Table 3/5 setting). Since pairs are composed
 #: on the fly, this sets the share of training patches that are synthetic (5 -> 5/6).
 SYNTHETIC_PER_REAL = 5
@@ -58,8 +62,9 @@ def equivalent_diameters(labels: np.ndarray, *, inner_only: bool = True) -> np.n
 def annotation_stats(pairs) -> dict:
     """What the annotations say about the particles: sizes, density and touching.
 
-    Returns a dict with ``n_images``, ``n_particles``, ``diameter_median`` / ``_p10`` /
-    ``_p90`` (px, border-cut particles left out), ``size_spread`` (largest over smallest
+    Returns a dict with ``n_images``, ``n_particles``, ``n_whole`` (particles not cut by
+    the border), ``diameter_median`` / ``_p10`` / ``_p90`` (px, border-cut particles left
+    out unless an image has no other), ``size_spread`` (largest over smallest
     per-image median diameter: the range of magnifications), ``particles_per_megapixel``
     and ``touching_fraction`` (particles that touch another one).
     """
@@ -85,7 +90,7 @@ def annotation_stats(pairs) -> dict:
     if not len(d):
         raise ValueError("the annotations hold no particles: every mask is empty")
     medians = [float(np.median(x)) for x in diams]
-    return {"n_images": len(pairs), "n_particles": int(n_particles),
+    return {"n_images": len(pairs), "n_particles": int(n_particles), "n_whole": len(d),
             "size_spread": float(max(medians) / min(medians)),
             "diameter_median": float(np.median(d)), "diameter_p10": float(np.percentile(d, 10)),
             "diameter_p90": float(np.percentile(d, 90)),
@@ -244,10 +249,11 @@ def validation_figures(model, val) -> dict:
 
 
 def _synthetic_scale(pairs, stats: dict, *, several: bool) -> tuple[float, float]:
-    """`adapt`'s ``synthetic_scale="auto"``: 0.5 to 2 at one magnification (at most what
-    lets the largest particles of `pairs` fit the synthetic canvas), 0.8-1.25 across
-    `several`."""
-    if several:
+    """`adapt`'s ``synthetic_scale="auto"``: 0.5 to 2 at one magnification when the
+    annotations hold fewer than `FEW_PARTICLES` whole particles (at most what lets the
+    largest particles of `pairs` fit the synthetic canvas); 0.8-1.25 otherwise, and across
+    `several` magnifications."""
+    if several or stats.get("n_whole", 0) >= FEW_PARTICLES:
         return (0.8, 1.25)
     side = min(1024.0, float(np.median([min(im.shape[:2]) for im, _ in pairs])))
     return (0.5, float(np.clip((side - 4) / (1.5 * stats["diameter_p90"]), 1.25, 2.0)))
@@ -300,11 +306,13 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
     synthetic_scale : "auto" or (low, high)
         Scale range of the particles pasted into the synthetic pairs (`synthetic_like`).
         "auto": when the annotated images (all of them, held-out ones included) are at
-        one magnification (per-image median sizes within 2x, `several_magnifications`),
-        0.5 to 2 (less when the largest particles would not fit the canvas), so that a
-        few annotated particles still teach a range of sizes; with several
-        magnifications, 0.8-1.25 (the real images already span sizes).
-        RESULTS.md has the measurement behind it.
+        one magnification (per-image median sizes within 2x, `several_magnifications`)
+        and the training pairs hold fewer than `FEW_PARTICLES` whole particles, 0.5 to 2
+        (less when the largest particles would not fit the canvas), so that a few
+        annotated particles still teach a range of sizes; otherwise 0.8-1.25: many
+        particles, or several magnifications, already span the material's sizes, and a
+        wide range there teaches sizes the material does not have. RESULTS.md has the
+        measurements behind both.
     scale : "auto" or float
         Resize factor before the network. "auto" brings the median annotated particle to
         `TARGET_DIAMETER` px (`choose_scale`); the model then predicts in one pass at it,
