@@ -170,9 +170,10 @@ def synthetic_like(pairs, n: int, *, stats: dict | None = None, seed: int = 0,
     1024 px a side); the number of particles per image follows the density of its source
     image (x 0.7 to 1.3), so images at different magnifications each keep their own
     crowding; particle scale is drawn from `scale` (default 0.8-1.25, near the annotated
-    sizes; `adapt` widens it at one magnification); particles
-    overlap up to 30 % of their area when more than a fifth of the real ones touch each
-    other, and are kept apart otherwise. Returns ``(dataset, settings)``.
+    sizes; `adapt` widens it at one magnification); when more than a fifth of the real
+    particles touch each other, particles are packed against each other
+    (`Compositor(packed=True)`) and overlap up to 30 % of their area, as in a dense layer;
+    otherwise they are kept apart. Returns ``(dataset, settings)``.
     """
     from ..synth import Augmenter, Compositor, SyntheticDataset
     from ..synth._dataset import _NoParticles
@@ -187,7 +188,7 @@ def synthetic_like(pairs, n: int, *, stats: dict | None = None, seed: int = 0,
     touching = stats["touching_fraction"] > 0.2
     compositor = Compositor(particles_per_image=(1, hi), overlap=touching, max_overlap=0.3,
                             scale=scale, image_size=(h, w), same_source=True, gap=1,
-                            source_density=density, density_factor=factor)
+                            source_density=density, density_factor=factor, packed=touching)
     # milder than the paper's salt-and-pepper 0.1: the real images are not that noisy
     augmenter = Augmenter(salt_pepper_max=0.02, blur_max=0.5, brightness=0.05, contrast=0.1)
     # border particles are kept only when every annotated one touches the border
