@@ -47,7 +47,8 @@ def add_cli(subparsers) -> None:
     t.add_argument("--synthetic-scale", nargs=2, type=float, default=None,
                    metavar=("LOW", "HIGH"),
                    help="scale range of the particles in the synthetic pairs (default: 0.5 2 "
-                        "when the images are at one magnification, else 0.8 1.25)")
+                        "when the images are at one magnification and hold fewer than 30 "
+                        "whole particles, else 0.8 1.25)")
     t.add_argument("--scale", default="auto", type=_scale,
                    help="resize factor before the network, or 'auto' (default): the median "
                         "annotated particle becomes ~40 px")
