@@ -296,7 +296,8 @@ def markdown(results) -> str:
             continue
         err = r["d50_relative_error"]
         paper = PAPER.get(r["cell"])
-        arm = r["arm"] + (" (base kept)" if r.get("kept") == "base" else "")
+        arm = (r["arm"] + (" (base kept)" if r.get("kept") == "base" else "")
+               + (f", {r['variant']}" if r.get("variant") else ""))
         lines.append(f"| {r['cell']} | {arm} | {r['f1_50']:.2f} | {r['f1_70']:.2f} | "
                      f"{r['precision_50']:.2f} / {r['recall_50']:.2f} | "
                      f"{'n/a' if err is None else f'{err:+.1%}'} | {_auto(r)} | {_matched(r)} | "
