@@ -17,8 +17,9 @@ evaluation images never take part in training, synthetic pools, weight selection
 thresholds: the train command holds out part of the cell's own training images for those.
 
 Arms: scratch-real (``--init scratch --synthetic-per-real 0``, the paper's baseline),
-scratch-mixed (scratch, 5 synthetic per real), finetune-real (base, 0) and
-finetune-mixed (base, 5; our default).
+scratch-mixed (scratch, 5 synthetic per real), finetune-real (base, 0),
+finetune-mixed (base, 5; our default until session 12) and finetune-auto (base, "auto":
+the default since, 5 or 1 for a dense material).
 
 Designs (the images each uses, all fixed by seeds):
 * ``t5``: spheres. The 166 sphere images shuffled with seed 0 (as `real_vs_mixed.py`);
@@ -61,7 +62,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EMPS_ROOT = ROOT.parent / "shared" / "data" / "emps"
 BASE = ROOT / "benchmarks" / "models" / "base_other"
 ARMS = {"scratch-real": ("scratch", 0), "scratch-mixed": ("scratch", 5),
-        "finetune-real": (str(BASE), 0), "finetune-mixed": (str(BASE), 5)}
+        "finetune-real": (str(BASE), 0), "finetune-mixed": (str(BASE), 5),
+        "finetune-auto": (str(BASE), "auto")}
 PAPER = {"t5 n=5": (36, 74), "t5 n=10": (63, 86), "t5 n=20": (77, 88), "t5 n=30": (88, 92),
          "t3 cube": (79, 84), "t3 sphere": (84, 93), "t3 rod": (87, 93)}
 
@@ -116,7 +118,7 @@ def series_cells(data):
         return []
     return [(f"series n={len(ids)}", arm, ids, evaluate, ARMS[arm][1])
             for ids in (train, train[:1])
-            for arm in ("finetune-mixed", "finetune-real", "scratch-real")]
+            for arm in ("finetune-mixed", "finetune-real", "scratch-real", "finetune-auto")]
 
 
 def selection_ids(data, n=20):
@@ -161,7 +163,7 @@ def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0, extra
     record = score(model, data, eval_ids)
     a = model.info["adaptation"]
     return {"cell": name, "arm": arm, "n_real": len(train_ids),
-            "n_synthetic": round(n_syn * a["train_pairs"]),
+            "n_synthetic": (a["synthetic"] or {}).get("equivalent_pairs", 0),
             "train_ids": list(train_ids), "n_eval": len(eval_ids), "minutes_budget": minutes,
             "command_minutes": round(wall, 2), "steps": a["steps"], "scale": a["scale"]["chosen"],
             "split": a["split"]["kind"], "thresholds": a["thresholds"],

@@ -141,6 +141,16 @@ def test_synthetic_pairs_keep_the_crowding_of_each_magnification():
     stats = annotation_stats(dense)
     assert stats["n_whole"] >= FEW_PARTICLES > annotation_stats(one)["n_whole"]
     assert not several_magnifications(stats) and auto_scale(dense) == (0.8, 1.25)
+    # synthetic share: the paper's 5 per real pair, 1 for a dense layer of touching particles
+    from utilegen.segment._adapt import synthetic_share
+
+    touching = disks((200, 200), [(r, c) for r in range(12, 200, 20) for c in range(12, 200, 20)],
+                     10)
+    packed = annotation_stats([(touching.astype(np.float32), touching)])
+    assert packed["touching_fraction"] > 0.5 and packed["n_whole"] >= FEW_PARTICLES
+    assert synthetic_share(packed)[0] == 1
+    assert synthetic_share(stats)[0] == 5                      # many, but apart
+    assert synthetic_share(annotation_stats(one))[0] == 5      # few
 
 
 # ------------------------------------------------------------------------- adaptation
@@ -243,7 +253,7 @@ def test_cli_train_writes_a_model_that_analyze_uses(tmp_path, capsys):
     add_cli(parser.add_subparsers(dest="command"))
     argv = ["segment", "train", "--images", str(tmp_path / "images"), "--masks",
             str(tmp_path / "masks"), "--out", str(tmp_path / "model"), "--minutes", "0.15",
-            "--init", "scratch", "--n-rays", "16", "--synthetic-per-real", "1"]
+            "--init", "scratch", "--n-rays", "16"]
     args = parser.parse_args(argv)
     assert args.func(args) == 0
     info = json.loads((tmp_path / "model" / "info.json").read_text())
@@ -256,6 +266,9 @@ def test_cli_train_writes_a_model_that_analyze_uses(tmp_path, capsys):
     assert info["kind"] == "stardist" and "utilegen_version" in info
     assert a["base"] == "scratch" and a["pair_ids"] == ["im0", "im1"]
     assert a["split"]["kind"] == "spatial" and a["images"].endswith("images")
+    # the default synthetic share: a few particles apart, the paper's 5 per real pair
+    assert a["synthetic"]["synthetic_per_real"] == 5
+    assert a["synthetic"]["synthetic_per_real_from"] == "the paper's ratio"
     report = analyze(tmp_path / "images", segmenter=str(tmp_path / "model"))
     assert len(report.ids) == 2
     # the report carries the model's held-out figures, its own error bar

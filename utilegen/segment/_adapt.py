@@ -36,6 +36,12 @@ FEW_PARTICLES = 30
 #: Synthetic pairs per real pair (the paper's Table 3/5 setting). Since pairs are composed
 #: on the fly, this sets the share of training patches that are synthetic (5 -> 5/6).
 SYNTHETIC_PER_REAL = 5
+#: `synthetic_per_real="auto"` for a dense material: more than `DENSE_TOUCHING` of the
+#: annotated particles touch another and at least `FEW_PARTICLES` are whole. Synthetic
+#: pairs do not look like a dense layer, and its real images already hold many particles in
+#: their own arrangement (`synthetic_share`; RESULTS.md, "One lab's own series").
+DENSE_SYNTHETIC_PER_REAL = 1
+DENSE_TOUCHING = 0.5
 #: Length of the on-the-fly synthetic dataset: item i is composed from seed (seed, i), so
 #: this many distinct synthetic pairs can be drawn.
 ON_THE_FLY_LENGTH = 2**31 - 1
@@ -260,6 +266,19 @@ def _synthetic_scale(pairs, stats: dict, *, several: bool) -> tuple[float, float
     return (0.5, float(np.clip((side - 4) / (1.5 * stats["diameter_p90"]), 1.25, 2.0)))
 
 
+def synthetic_share(stats: dict) -> tuple[float, str]:
+    """`adapt`'s ``synthetic_per_real="auto"`` for annotations with `stats`
+    (`annotation_stats`): `SYNTHETIC_PER_REAL` (the paper's 5), or
+    `DENSE_SYNTHETIC_PER_REAL` for a dense material with many whole particles. Returns
+    ``(synthetic_per_real, reason)``."""
+    dense = stats["touching_fraction"] > DENSE_TOUCHING and stats.get("n_whole", 0) >= FEW_PARTICLES
+    if dense:
+        return float(DENSE_SYNTHETIC_PER_REAL), (
+            f"dense: {stats['touching_fraction']:.0%} of the particles touch, "
+            f"{stats['n_whole']} whole")
+    return float(SYNTHETIC_PER_REAL), "the paper's ratio"
+
+
 def _reserve_seconds(model, val_pairs, scale, *, with_base: bool, cap: float) -> float:
     """Seconds to keep after training for the threshold search and the held-out figures.
 
@@ -279,7 +298,7 @@ def _reserve_seconds(model, val_pairs, scale, *, with_base: bool, cap: float) ->
 
 
 def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
-          synthetic_per_real: float = SYNTHETIC_PER_REAL, scale="auto", seed: int = 0,
+          synthetic_per_real="auto", scale="auto", seed: int = 0,
           steps_per_epoch: int = 25, batch_size: int | None = None, learning_rate=None,
           device=None, workers: int = 0, progress: bool = True, config_changes=None,
           max_steps: int | None = None, started: float | None = None,
@@ -299,11 +318,15 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
         weights and the thresholds, and give the reported figures.
     minutes : float
         Wall-clock budget for the whole call (training, threshold search and validation).
-    synthetic_per_real : float
+    synthetic_per_real : "auto" or float
         Synthetic pairs per real training pair, made by `synthetic_like` from the training
         pairs only (0 = real data only). They are composed on the fly while the network
         trains, a new pair for each synthetic patch, so this sets the share of synthetic
-        patches (``r / (r + 1)``), not a number of stored images.
+        patches (``r / (r + 1)``), not a number of stored images. "auto"
+        (`synthetic_share`): 5, the paper's ratio, or 1 for a dense material (more than
+        half of the annotated particles touch another, at least `FEW_PARTICLES` whole),
+        where synthetic pairs look least like the real images and the real images already
+        hold many particles.
     synthetic_scale : "auto" or (low, high)
         Scale range of the particles pasted into the synthetic pairs (`synthetic_like`).
         "auto": when the annotated images (all of them, held-out ones included) are at
@@ -356,8 +379,10 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
     t_start = time.monotonic() if started is None else min(float(started), time.monotonic())
     if not (isinstance(minutes, (int, float)) and np.isfinite(minutes) and minutes > 0):
         raise ValueError(f"minutes must be a positive number, got {minutes!r}")
-    if not (isinstance(synthetic_per_real, (int, float)) and 0 <= synthetic_per_real <= 100):
-        raise ValueError(f"synthetic_per_real must be in [0, 100], got {synthetic_per_real!r}")
+    if not (synthetic_per_real == "auto" or (isinstance(synthetic_per_real, (int, float))
+                                              and 0 <= synthetic_per_real <= 100)):
+        raise ValueError(
+            f"synthetic_per_real must be 'auto' or in [0, 100], got {synthetic_per_real!r}")
     try:
         lo, hi = ((1.0, 1.0) if synthetic_scale == "auto"
                   else (float(v) for v in synthetic_scale))
@@ -402,6 +427,9 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
         model.thresholds = dict(base.thresholds)
     synthetic_settings, syn, share = None, None, 0.0
     train_set = list(train)
+    share_from = "user"
+    if synthetic_per_real == "auto":
+        synthetic_per_real, share_from = synthetic_share(stats)
     n_syn = round(synthetic_per_real * len(train))
     if n_syn:
         # composed on the fly while the network trains, a new pair for every synthetic
@@ -414,7 +442,8 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
         synthetic_settings = {**synthetic_settings, "n": None, "equivalent_pairs": n_syn,
                               "on_the_fly": True,
                               "share_of_patches": round(share, 4),
-                              "synthetic_per_real": synthetic_per_real}
+                              "synthetic_per_real": synthetic_per_real,
+                              "synthetic_per_real_from": share_from}
     budget = minutes * 60
     reserve = _reserve_seconds(model, val_pairs, predict_scale or chosen,
                                with_base=base is not None, cap=0.4 * budget)

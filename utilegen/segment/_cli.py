@@ -41,15 +41,16 @@ def add_cli(subparsers) -> None:
     t.add_argument("--init", default="emps",
                    help="start from: a shipped model name (emps, default), 'scratch', "
                         "or a model folder")
-    t.add_argument("--synthetic-per-real", type=float, default=5.0,
-                   help="synthetic pairs made per real training pair "
-                        "(default 5, the paper's; 0 = none)")
+    t.add_argument("--synthetic-per-real", type=_number_or_auto, default="auto",
+                   help="synthetic pairs made per real training pair (0 = none). Default "
+                        "'auto': 5, the paper's, or 1 for a dense material (more than half "
+                        "of the particles touch, 30 or more whole)")
     t.add_argument("--synthetic-scale", nargs=2, type=float, default=None,
                    metavar=("LOW", "HIGH"),
                    help="scale range of the particles in the synthetic pairs (default: 0.5 2 "
                         "when the images are at one magnification and hold fewer than 30 "
                         "whole particles, else 0.8 1.25)")
-    t.add_argument("--scale", default="auto", type=_scale,
+    t.add_argument("--scale", default="auto", type=_number_or_auto,
                    help="resize factor before the network, or 'auto' (default): the median "
                         "annotated particle becomes ~40 px")
     t.add_argument("--val-images", type=Path,
@@ -76,7 +77,7 @@ def add_cli(subparsers) -> None:
     r.add_argument("--out", type=Path, required=True, help="folder for <stem>.tif label images")
     r.add_argument("--prob-thresh", type=float, help="override the model's probability threshold")
     r.add_argument("--nms-thresh", type=float, help="override the model's NMS threshold")
-    r.add_argument("--scale", type=_scale, help=_SCALE_HELP)
+    r.add_argument("--scale", type=_number_or_auto, help=_SCALE_HELP)
     r.add_argument("--overwrite", action="store_true", help="replace existing label files")
     r.set_defaults(func=_predict)
 
@@ -87,7 +88,7 @@ def add_cli(subparsers) -> None:
     e.add_argument("--masks", type=Path, required=True)
     e.add_argument("--iou", type=float, nargs="+", default=[0.5, 0.7],
                    help="IoU thresholds (default 0.5 0.7)")
-    e.add_argument("--scale", type=_scale, help=_SCALE_HELP)
+    e.add_argument("--scale", type=_number_or_auto, help=_SCALE_HELP)
     e.add_argument("--csv", type=Path, help="write per-image and overall scores to this CSV")
     e.set_defaults(func=_evaluate)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
@@ -97,7 +98,7 @@ _SCALE_HELP = ("resize factor before the network, or 'auto' (try the model's sca
                "and keep the surest result); default: the model's own setting")
 
 
-def _scale(text: str):
+def _number_or_auto(text: str):
     if text == "auto":
         return text
     try:
