@@ -91,7 +91,7 @@ def designs(data):
             continue
         ids = list(np.array(ids)[np.random.default_rng(1).permutation(len(ids))])
         half = len(ids) // 2
-        for arm in ("scratch-real", "finetune-mixed"):
+        for arm in ("scratch-real", "finetune-mixed", "finetune-auto"):
             cells.append((f"t3 {shape}", arm, ids[:min(half, 20)], ids[half:half + 30],
                           ARMS[arm][1]))
     return cells
