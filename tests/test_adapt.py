@@ -262,7 +262,9 @@ def test_cli_train_writes_a_model_that_analyze_uses(tmp_path, capsys):
     from utilegen.segment._adapt import FEW_HELDOUT
 
     assert 0 < a["validation"]["n_true"] < FEW_HELDOUT
-    assert "held-out particles: these figures" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "held-out particles: these figures" in printed
+    assert "synthetic: 5 per real pair (the paper's ratio), particle scale 0.5-" in printed
     assert info["kind"] == "stardist" and "utilegen_version" in info
     assert a["base"] == "scratch" and a["pair_ids"] == ["im0", "im1"]
     assert a["split"]["kind"] == "spatial" and a["images"].endswith("images")

@@ -444,6 +444,15 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
                               "share_of_patches": round(share, 4),
                               "synthetic_per_real": synthetic_per_real,
                               "synthetic_per_real_from": share_from}
+    if progress:
+        c = synthetic_settings["compositor"] if synthetic_settings else None
+        print(f"{len(train)} training and {len(val_pairs)} validation pairs; "
+              f"{stats['n_whole']} whole particles of median {stats['diameter_median']:.0f} px "
+              f"-> network scale {chosen:g}; synthetic: "
+              + ("none" if c is None else
+                 f"{synthetic_per_real:g} per real pair ({share_from}), particle scale "
+                 f"{c['scale'][0]:g}-{c['scale'][1]:g}"
+                 + (", packed" if c["packed"] else "")))
     budget = minutes * 60
     reserve = _reserve_seconds(model, val_pairs, predict_scale or chosen,
                                with_base=base is not None, cap=0.4 * budget)
