@@ -1,4 +1,4 @@
-"""Few-shot adaptation on EMPS, as a user runs it: the paper's Tables 3-5 with four arms.
+"""Few-shot adaptation on EMPS, as a user runs it: the paper's Tables 3-5, and one lab's series.
 
 Every cell runs the user's command in a fresh process,
 
@@ -24,17 +24,19 @@ the default since, 5 or 1 for a dense material).
 Designs (the images each uses, all fixed by seeds):
 * ``t5``: spheres. The 166 sphere images shuffled with seed 0 (as `real_vs_mixed.py`);
   the first 30 are the evaluation set; n in {1, 5, 10, 30} training images are the first
-  n of the rest. Four arms.
+  n of the rest. Every arm.
 * ``t4``: one image -> 50 synthetic: each of the first three training images of ``t5``
   alone; scratch-real and finetune-mixed with ``--synthetic-per-real 50``. Same
   evaluation set as ``t5``.
 * ``t3``: per class (sphere / cube / rod), shuffled with seed 1: the first half (at most
-  20) trains, the next (at most 30) evaluates. scratch-real and finetune-mixed.
+  20) trains, the next (at most 30) evaluates. scratch-real, finetune-mixed and
+  finetune-auto.
 * ``series``: one lab's own series, the nearest EMPS has to a user's images: the sphere
   images of one article (`SERIES`, 10 SEM micrographs of dense, touching microspheres).
   The 5 of its figure 2 train (``series n=5``), or the first of them alone
-  (``series n=1``); the 5 of its other figures evaluate. finetune-mixed, finetune-real
-  and scratch-real. Not part of the selection images' exclusions (those
+  (``series n=1``); the 5 of its other figures evaluate. finetune-mixed, finetune-real,
+  scratch-real and finetune-auto. Left out of ``--select`` (e83de4878a, one of its training
+  images, is a selection image). Not part of the selection images' exclusions (those
   were fixed before this design existed; none of its evaluation images is among them).
 
 Settings are chosen with ``--select``: the cell's training images, scored on 20 sphere
@@ -388,14 +390,16 @@ def main():
     select = selection_ids(data) if args.select else None
     results = json.loads(args.out.read_text()) if args.out.is_file() else []
     done = {(r["cell"], r["arm"]) for r in results if "error" not in r}
-    for name, arm, train_ids, eval_ids, n_syn in designs(data) + series_cells(data):
+    # the series cells stay out of --select: a training image of theirs is a selection image
+    cells = designs(data) + ([] if select is not None else series_cells(data))
+    for name, arm, train_ids, eval_ids, n_syn in cells:
         key = f"select {name}" if select is not None else name
         if (key, arm) in done or (args.only and name not in args.only
                                   and not any(name.startswith(o + " ") for o in args.only)):
             continue
         if args.arms and arm not in args.arms:
             continue
-        if args.synthetic_per_real is not None and n_syn:
+        if args.synthetic_per_real is not None and n_syn and n_syn != "auto":
             n_syn = args.synthetic_per_real
         if select is not None:
             name, eval_ids = key, select

@@ -151,6 +151,10 @@ def test_synthetic_pairs_keep_the_crowding_of_each_magnification():
     assert synthetic_share(packed)[0] == 1
     assert synthetic_share(stats)[0] == 5                      # many, but apart
     assert synthetic_share(annotation_stats(one))[0] == 5      # few
+    # and their synthetic pairs are packed as the layer was; particles kept apart are not
+    image = np.where(touching > 0, 60, 190).astype(np.float32)
+    assert synthetic_like([(image, touching)], 2)[1]["compositor"]["packed"]
+    assert not synthetic_like(one, 2)[1]["compositor"]["packed"]
 
 
 # ------------------------------------------------------------------------- adaptation

@@ -253,6 +253,17 @@ def test_packed_particles_touch_their_neighbours(pools, max_overlap):
     assert Compositor.from_dict(packed.to_dict()) == packed
 
 
+def test_contact_counts_only_what_lies_on_the_canvas():
+    from utilegen.synth._compositor import _contact
+
+    labels = np.zeros((10, 10), np.uint16)
+    labels[0, :] = 1                      # a particle along the top edge
+    ring = np.ones((4, 4), bool)
+    assert _contact(labels, ring, -2, -2) == 2      # rows -2..1, cols -2..1: (0, 0), (0, 1)
+    assert _contact(labels, ring, -1, 8) == 2       # (0, 8), (0, 9); the rest is off the canvas
+    assert _contact(labels, ring, 4, 4) == 0
+
+
 def test_max_overlap_bounds_coverage(pools):
     particles, backgrounds = pools
     comp = Compositor(particles_per_image=(40, 40), overlap=True, max_overlap=0.25, image_size=128)

@@ -68,11 +68,11 @@ def equivalent_diameters(labels: np.ndarray, *, inner_only: bool = True) -> np.n
 def annotation_stats(pairs) -> dict:
     """What the annotations say about the particles: sizes, density and touching.
 
-    Returns a dict with ``n_images``, ``n_particles``, ``n_whole`` (particles not cut by
-    the border), ``diameter_median`` / ``_p10`` / ``_p90`` (px, border-cut particles left
-    out unless an image has no other), ``size_spread`` (largest over smallest
-    per-image median diameter: the range of magnifications), ``particles_per_megapixel``
-    and ``touching_fraction`` (particles that touch another one).
+    Returns a dict with ``n_images``, ``n_particles``, ``n_whole`` (the particles the
+    sizes are taken from: those not cut by the border, or all of an image's when every
+    one of them is cut), ``diameter_median`` / ``_p10`` / ``_p90`` (px), ``size_spread``
+    (largest over smallest per-image median diameter: the range of magnifications),
+    ``particles_per_megapixel`` and ``touching_fraction`` (particles that touch another).
     """
     from scipy import ndimage as ndi
 

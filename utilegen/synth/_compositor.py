@@ -258,7 +258,8 @@ class Compositor:
             if self.packed and centres and rng.random() < 0.8:
                 row, col, r = centres[int(rng.integers(len(centres)))]
                 angle = rng.uniform(0, 2 * np.pi)
-                reach = r + radius + self.gap
+                # kept apart, a particle must clear the gap: aim one pixel beyond it
+                reach = r + radius + self.gap + (0 if self.overlap else 1)
                 r0 = int(np.clip(round(row + reach * np.sin(angle) - h / 2), 0, H - h))
                 c0 = int(np.clip(round(col + reach * np.cos(angle) - w / 2), 0, W - w))
             else:
