@@ -260,7 +260,7 @@ def _synthetic_scale(pairs, stats: dict, *, several: bool) -> tuple[float, float
     annotations hold fewer than `FEW_PARTICLES` whole particles (at most what lets the
     largest particles of `pairs` fit the synthetic canvas); 0.8-1.25 otherwise, and across
     `several` magnifications."""
-    if several or stats.get("n_whole", 0) >= FEW_PARTICLES:
+    if several or stats["n_whole"] >= FEW_PARTICLES:
         return (0.8, 1.25)
     side = min(1024.0, float(np.median([min(im.shape[:2]) for im, _ in pairs])))
     return (0.5, float(np.clip((side - 4) / (1.5 * stats["diameter_p90"]), 1.25, 2.0)))
@@ -271,7 +271,7 @@ def synthetic_share(stats: dict) -> tuple[float, str]:
     (`annotation_stats`): `SYNTHETIC_PER_REAL` (the paper's 5), or
     `DENSE_SYNTHETIC_PER_REAL` for a dense material with many whole particles. Returns
     ``(synthetic_per_real, reason)``."""
-    dense = stats["touching_fraction"] > DENSE_TOUCHING and stats.get("n_whole", 0) >= FEW_PARTICLES
+    dense = stats["touching_fraction"] > DENSE_TOUCHING and stats["n_whole"] >= FEW_PARTICLES
     if dense:
         return float(DENSE_SYNTHETIC_PER_REAL), (
             f"dense: {stats['touching_fraction']:.0%} of the particles touch, "

@@ -270,8 +270,7 @@ class Compositor:
             if not self.packed:
                 return r0, c0
             if ring is None:  # the pixels just outside the outline, 2 px wide
-                grown = cv2.dilate(np.pad(alpha, 2).astype(np.uint8), np.ones((5, 5), np.uint8))
-                ring = (grown > 0) & ~np.pad(alpha, 2)
+                ring = _grown(alpha, 2) & ~np.pad(alpha, 2)
             score = _contact(labels, ring, r0 - 2, c0 - 2) - 2 * int(
                 np.count_nonzero(labels[r0:r0 + h, c0:c0 + w][alpha]))
             if score > best_score:
@@ -303,30 +302,34 @@ class Compositor:
 PACK_CANDIDATES = 8
 
 
+def _grown(alpha, by: int) -> np.ndarray:
+    """`alpha` padded by `by` pixels on every side and dilated by as many (a square)."""
+    return cv2.dilate(np.pad(alpha, by).astype(np.uint8), np.ones((2 * by + 1,) * 2, np.uint8)) > 0
+
+
+def _overlay(shape, box, r0, c0):
+    """Slices of a canvas of `shape` and of an array of shape `box` placed with its
+    top-left at (r0, c0), which may lie partly off the canvas, where the two overlap."""
+    H, W = shape
+    h, w = box
+    top, left = max(r0, 0), max(c0, 0)
+    bottom, right = min(r0 + h, H), min(c0 + w, W)
+    return ((slice(top, bottom), slice(left, right)),
+            (slice(top - r0, bottom - r0), slice(left - c0, right - c0)))
+
+
 def _contact(labels, ring, r0, c0) -> int:
     """Particle pixels of `labels` under `ring` placed with its top-left at (r0, c0), which
     may lie partly off the canvas."""
-    H, W = labels.shape
-    h, w = ring.shape
-    top, left = max(r0, 0), max(c0, 0)
-    bottom, right = min(r0 + h, H), min(c0 + w, W)
-    window = labels[top:bottom, left:right]
-    return int(np.count_nonzero(window[ring[top - r0:bottom - r0, left - c0:right - c0]]))
+    canvas, own = _overlay(labels.shape, ring.shape, r0, c0)
+    return int(np.count_nonzero(labels[canvas][ring[own]]))
 
 
 def _mark_occupied(occupied, alpha, r0, c0, gap):
     """Mark a placed particle's footprint, grown by `gap` pixels, as taken."""
-    if gap:
-        grown = cv2.dilate(np.pad(alpha, gap).astype(np.uint8),
-                           np.ones((2 * gap + 1,) * 2, np.uint8)) > 0
-        r0, c0 = r0 - gap, c0 - gap
-    else:
-        grown = alpha
-    H, W = occupied.shape
-    h, w = grown.shape
-    top, left = max(r0, 0), max(c0, 0)
-    bottom, right = min(r0 + h, H), min(c0 + w, W)
-    occupied[top:bottom, left:right] |= grown[top - r0:bottom - r0, left - c0:right - c0]
+    grown = _grown(alpha, gap) if gap else alpha
+    canvas, own = _overlay(occupied.shape, grown.shape, r0 - gap, c0 - gap)
+    occupied[canvas] |= grown[own]
 
 
 def transform_particle(particle: Particle, scale: float, angle: float, flip_h: bool = False,
