@@ -534,14 +534,31 @@ def test_patch_sampler_composes_synthetic_pairs_on_the_fly():
     rng = np.random.default_rng(1)
     only_real = PatchSampler(empty, config)
     assert only_real.batch(rng, 4, augment=False)[1].max() == 0
-    only_syn = PatchSampler(empty, config, synthetic=Disks(), synthetic_share=1.0)
+    only_syn = PatchSampler(empty, config, synthetic=Disks(), synthetic_share=1.0,
+                            synthetic_reuse=1)
     x, prob, _ = only_syn.batch(rng, 4, augment=False)
     assert Disks.calls == 4  # a new synthetic pair per patch
     assert all(p.max() > 0 for p in prob) and x.shape == (4, 1, 64, 64)
+    # each pair serves `synthetic_reuse` patches: 120 patches, 3 per pair -> 40 pairs, and at
+    # most 3 held at once (the last ones may be part-used)
+    Disks.calls = 0
+    reused = PatchSampler(empty, config, synthetic=Disks(), synthetic_share=1.0,
+                          synthetic_reuse=3)
+    for _ in range(30):
+        reused.batch(rng, 4, augment=False)
+    assert 40 <= Disks.calls <= 42 and len(reused._held) <= 3
+    # half the patches synthetic: about 60 of 120, so about 20 pairs
+    Disks.calls = 0
+    half = PatchSampler(empty, config, synthetic=Disks(), synthetic_share=0.5, synthetic_reuse=3)
+    prob = np.concatenate([half.batch(rng, 4, augment=False)[1] for _ in range(30)])
+    n_syn = sum(p.max() > 0 for p in prob)
+    assert 40 <= n_syn <= 80 and n_syn / 3 <= Disks.calls <= n_syn / 3 + 3
     with pytest.raises(ValueError, match="synthetic_share"):
         PatchSampler(empty, config, synthetic=Disks(), synthetic_share=1.5)
     with pytest.raises(ValueError, match="synthetic"):
         PatchSampler(empty, config, synthetic_share=0.5)
+    with pytest.raises(ValueError, match="synthetic_reuse"):
+        PatchSampler(empty, config, synthetic=Disks(), synthetic_share=0.5, synthetic_reuse=0)
 
 
 def test_threshold_choice_takes_the_middle_of_a_flat_top():

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..datasets import get_pair
-from ._data import as_image_and_labels
+from ._data import SYNTHETIC_REUSE, as_image_and_labels
 
 #: Particle diameter (px) the network sees after `choose_scale`'s resizing. StarDist works
 #: best for objects of about 10-80 px with grid 2; the shipped model was trained on EMPS
@@ -440,7 +440,7 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
                                                  seed=seed + 1, scale=synthetic_scale)
         share = n_syn / (n_syn + len(train_set))
         synthetic_settings = {**synthetic_settings, "n": None, "equivalent_pairs": n_syn,
-                              "on_the_fly": True,
+                              "on_the_fly": True, "patches_per_pair": SYNTHETIC_REUSE,
                               "share_of_patches": round(share, 4),
                               "synthetic_per_real": synthetic_per_real,
                               "synthetic_per_real_from": share_from}

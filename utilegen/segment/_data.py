@@ -44,12 +44,21 @@ def _pad_to(image: np.ndarray, labels: np.ndarray, size: int):
     return image, labels
 
 
+#: Patches cut from each synthetic pair composed on the fly before it is replaced. A dense
+#: 1024-px pair costs ~70 ms to compose, a 256-px patch's targets ~15 ms: at one pair per
+#: patch, composing took a third of a 2-core training step (RESULTS.md, "series").
+SYNTHETIC_REUSE = 4
+
+
 class PatchSampler:
     """Random training patches with StarDist targets.
 
     With `synthetic` (a dataset of pairs, e.g. a `SyntheticDataset` of any length) and
     `synthetic_share`, that share of the patches comes from synthetic pairs composed on the
-    fly, a new one per patch, instead of from `pairs`.
+    fly instead of from `pairs`. Each composed pair serves `synthetic_reuse` patches (each
+    its own crop, zoom, turn and intensity) before a new one replaces it; `synthetic_reuse`
+    pairs are held at a time and each patch takes one of them at random, so the patches of
+    one batch mostly come from different pairs.
 
     With probability ``config.foreground_fraction`` a patch is placed so that it contains a
     random foreground pixel (StarDist samples patches containing foreground the same way),
@@ -57,9 +66,12 @@ class PatchSampler:
     """
 
     def __init__(self, pairs, config: StarDistConfig, *, synthetic=None,
-                 synthetic_share: float = 0.0):
+                 synthetic_share: float = 0.0, synthetic_reuse: int = SYNTHETIC_REUSE):
         if not 0 <= synthetic_share <= 1:
             raise ValueError(f"synthetic_share must be in [0, 1], got {synthetic_share}")
+        if isinstance(synthetic_reuse, bool) or not isinstance(synthetic_reuse, (int, np.integer)) \
+                or synthetic_reuse < 1:
+            raise ValueError(f"synthetic_reuse must be an integer >= 1, got {synthetic_reuse!r}")
         if synthetic_share > 0 and (synthetic is None or len(synthetic) == 0):
             raise ValueError("synthetic_share > 0 needs a non-empty synthetic dataset")
         self.config = config
@@ -69,11 +81,26 @@ class PatchSampler:
         # whichever process makes the batch (the DataLoader-style workers of `fit`)
         self.synthetic = synthetic if synthetic_share > 0 else None
         self.synthetic_share = float(synthetic_share)
+        self.synthetic_reuse = int(synthetic_reuse)
+        self._held: list[list] = []  # [prepared pair, patches left], per process
 
     def _fg(self, k: int) -> np.ndarray:
         if self._foreground[k] is None:
             self._foreground[k] = np.flatnonzero(self.pairs[k][1])
         return self._foreground[k]
+
+    def _held_synthetic_pair(self, rng: np.random.Generator):
+        """One of the held synthetic pairs, replaced by a new one once it has served
+        `synthetic_reuse` patches."""
+        k = int(rng.integers(self.synthetic_reuse))
+        if k >= len(self._held):
+            self._held.append([None, 0])
+            k = len(self._held) - 1
+        slot = self._held[k]
+        if slot[1] == 0:
+            slot[0], slot[1] = self._synthetic_pair(rng), self.synthetic_reuse
+        slot[1] -= 1
+        return slot[0]
 
     def _synthetic_pair(self, rng: np.random.Generator):
         """A new synthetic pair, prepared as `load_pairs` prepares real ones."""
@@ -116,7 +143,8 @@ class PatchSampler:
         xs, ps, ds = [], [], []
         for _ in range(b):
             if self.synthetic is not None and rng.random() < self.synthetic_share:
-                image, labels = self.patch(0, rng, zoom=augment, pair=self._synthetic_pair(rng))
+                image, labels = self.patch(0, rng, zoom=augment,
+                                           pair=self._held_synthetic_pair(rng))
             else:
                 image, labels = self.patch(int(rng.integers(len(self.pairs))), rng, zoom=augment)
             if augment:
