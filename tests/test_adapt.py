@@ -100,6 +100,28 @@ def test_synthetic_pairs_match_the_annotated_size_and_density():
     assert min(drawn) < 0.8 and max(drawn) > 1.25 and all(0.5 <= d <= 2.0 for d in drawn)
 
 
+def test_synthetic_pairs_leave_out_pieces_of_particles():
+    # four whole disks, and the sliver of a fifth that an inset hides (a rectangle of
+    # ground painted over it, the annotation cut with it): the sliver is a piece, not a
+    # particle, and is never pasted; the whole disks all are
+    from utilegen.segment._adapt import MIN_PIECE
+
+    labels = disks((200, 200), [(40, 40), (40, 130), (130, 50), (140, 140), (100, 165)], 16)
+    labels[60:140, 154:] = 0  # hidden by an inset
+    sliver = np.count_nonzero(labels == 5)
+    mean_area = np.bincount(labels.ravel())[1:].mean()
+    assert 0 < sliver < MIN_PIECE * mean_area
+    image = np.where(labels > 0, 70, 190).astype(np.float32)
+    ds, settings = synthetic_like([(image, labels)], 4, seed=0)
+    assert settings["particles"] == 4 and settings["min_piece"] == MIN_PIECE
+    assert sorted(p.area for p in ds.particles) == sorted(
+        np.count_nonzero(labels == k) for k in range(1, 5))
+    # it was left out as a piece, not as a border particle
+    from utilegen.synth import ParticlePool
+
+    assert sum(not p.touches_border for p in ParticlePool.from_pairs([(image, labels)])) == 5
+
+
 def test_synthetic_pairs_keep_the_crowding_of_each_magnification():
     # one image of many small particles, one of a few large ones: each synthetic image
     # follows its own source, not the pooled density (which would thin out the small ones)
