@@ -82,7 +82,8 @@ class PatchSampler:
         self.synthetic = synthetic if synthetic_share > 0 else None
         self.synthetic_share = float(synthetic_share)
         self.synthetic_reuse = int(synthetic_reuse)
-        self._held: list[list] = []  # [prepared pair, patches left], per process
+        # [prepared pair, patches left] per held pair, in whichever process makes batches
+        self._held = [[None, 0] for _ in range(self.synthetic_reuse)]
 
     def _fg(self, k: int) -> np.ndarray:
         if self._foreground[k] is None:
@@ -92,11 +93,7 @@ class PatchSampler:
     def _held_synthetic_pair(self, rng: np.random.Generator):
         """One of the held synthetic pairs, replaced by a new one once it has served
         `synthetic_reuse` patches."""
-        k = int(rng.integers(self.synthetic_reuse))
-        if k >= len(self._held):
-            self._held.append([None, 0])
-            k = len(self._held) - 1
-        slot = self._held[k]
+        slot = self._held[int(rng.integers(self.synthetic_reuse))]
         if slot[1] == 0:
             slot[0], slot[1] = self._synthetic_pair(rng), self.synthetic_reuse
         slot[1] -= 1
