@@ -263,10 +263,47 @@ def test_save_load_round_trip(trained, tmp_path):
     assert df.f1.iloc[-1] >= 0.95
 
 
-def test_fit_resumes_from_a_checkpoint(tmp_path):
+def test_weight_average_known_answer():
+    from utilegen.segment._train import _Average
+
+    net = torch.nn.Linear(1, 1)
+    torch.nn.init.zeros_(net.weight)
+    avg = _Average(net, 0.5)
+    torch.nn.init.ones_(net.weight)
+    for _ in range(3):
+        avg.update(net)
+    # decay per update t: min(0.5, (1 + t) / (10 + t)) = 2/11, 3/12, 4/13
+    expected = 1 - (2 / 11) * (3 / 12) * (4 / 13)
+    assert float(avg.net.weight) == pytest.approx(expected, rel=1e-6)
+    assert float(net.weight) == 1.0  # the network itself is not touched
+    for _ in range(200):
+        avg.update(net)
+    assert float(avg.net.weight) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_fit_with_weight_average_returns_the_average():
     torch.set_num_threads(1)
     pairs = [sample_pair((96, 96), particles=6, rng=i) for i in range(2)]
-    cfg = StarDistConfig(**TINY, mixed_precision=False)
+    nets = {}
+    for decay in (0.0, 0.9):
+        model = StarDist(StarDistConfig(**TINY, mixed_precision=False, ema_decay=decay), seed=1)
+        model.fit(pairs, None, epochs=1, steps_per_epoch=6, seed=7, progress=False)
+        nets[decay] = model.network
+    start = StarDist(StarDistConfig(**TINY, mixed_precision=False), seed=1).network
+    # same steps, so the average lies between the start and the last weights: each of
+    # its parameters moved less far from the start than the trained network's did
+    moved = {d: sum(float((a - b).abs().sum()) for a, b in
+                    zip(n.parameters(), start.parameters())) for d, n in nets.items()}
+    assert 0 < moved[0.9] < moved[0.0]
+    with pytest.raises(ValueError, match="ema_decay"):
+        StarDistConfig(ema_decay=1.0)
+
+
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_fit_resumes_from_a_checkpoint(tmp_path, ema_decay):
+    torch.set_num_threads(1)
+    pairs = [sample_pair((96, 96), particles=6, rng=i) for i in range(2)]
+    cfg = StarDistConfig(**TINY, mixed_precision=False, ema_decay=ema_decay)
     straight = StarDist(cfg, seed=1)
     straight.fit(pairs, None, epochs=2, steps_per_epoch=3, seed=7, progress=False)
     resumed = StarDist(cfg, seed=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 import time
@@ -120,6 +121,33 @@ def _parallel(pool, seed: int, epoch: int, batch_size: int, n: int, window: int)
         yield pending.popleft().get()
 
 
+class _Average:
+    """An exponential moving average of a network's weights (and float buffers), kept in a
+    copy of the network: ``decay_t = min(decay, (1 + t) / (10 + t))`` at update ``t``."""
+
+    def __init__(self, net, decay: float):
+        self.net = copy.deepcopy(net)
+        self.net.requires_grad_(False)
+        self.decay, self.updates = float(decay), 0
+
+    @torch.no_grad()
+    def update(self, net) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for mine, theirs in zip(self.net.state_dict().values(), net.state_dict().values()):
+            if mine.dtype.is_floating_point:
+                mine.lerp_(theirs.detach(), 1 - d)
+            else:
+                mine.copy_(theirs)
+
+    def state_dict(self) -> dict:
+        return {"network": self.net.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["network"])
+        self.updates = int(state["updates"])
+
+
 def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int | None,
         time_limit: float | None, seed, checkpoint_dir, resume, progress: bool,
         n_val_patches: int | None, callback=None, device=None, workers: int = 0,
@@ -172,14 +200,20 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
         torch.set_rng_state(state["torch_rng"].cpu())
         start_epoch, best, history = state["epoch"], state["best"], state["history"]
         best_state = state.get("best_network")
+    # the weights validated, kept as best and returned: the network's own, or their moving
+    # average (`ema_decay`) in a copy of the network
+    ema = _Average(net, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    if ema is not None and resume is not None and state.get("ema") is not None:
+        ema.load_state_dict(state["ema"])
+    scored = net if ema is None else ema.net
 
     def evaluate_val() -> float:
-        net.eval()
+        scored.eval()
         total, n = 0.0, 0
         with torch.inference_mode():
             for x, pt, dt in val_batches:
                 with autocast(cfg.mixed_precision, dev.type):
-                    pp, dp = net.logits(x)
+                    pp, dp = scored.logits(x)
                 loss, _, _ = stardist_loss(pp, dp, pt, dt, dist_weight=cfg.dist_loss_weight,
                                            background_reg=cfg.background_reg)
                 total += float(loss) * len(x)
@@ -218,6 +252,8 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update(net)
             sums += (loss.item(), lp.item(), ld.item())
             steps_done += 1
             bar.set_postfix(loss=f"{sums[0] / steps_done:.4f}", prob=f"{sums[1] / steps_done:.4f}",
@@ -241,7 +277,7 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
         sched.step(monitor)
         if monitor < best:
             best = monitor
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
         if progress:
             tqdm.write("epoch {epoch}: loss {loss:.4f} (prob {prob_loss:.4f}, "
                        "dist {dist_loss:.3f})".format(**record)
@@ -253,7 +289,8 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
                      "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "rng": rng.bit_generator.state,
                      "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "best": best,
-                     "history": history, "best_network": best_state}
+                     "history": history, "best_network": best_state,
+                     "ema": None if ema is None else ema.state_dict()}
             from ..io import atomic_path
 
             with atomic_path(ckpt_dir / "last.pt", overwrite=True) as tmp:
