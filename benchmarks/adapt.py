@@ -246,7 +246,8 @@ def rescore(data, keep, record, seed=0, select=None) -> dict | None:
 
     With `select` (the selection ids), scored on those instead of the cell's evaluation
     images, with the old thresholds too (``rescored["before"]``); otherwise "before" is the
-    record's own figures. None when the kept model is not the one of `record` (another run
+    record's own figures (None for a --select record, scored on the cell's evaluation
+    images). None when the kept model is not the one of `record` (another run
     of the cell) or the split cannot be rebuilt.
     """
     from utilegen.segment import StarDist
@@ -264,14 +265,19 @@ def rescore(data, keep, record, seed=0, select=None) -> dict | None:
     if how != a["split"]:
         return None  # trained with another seed or given validation pairs
     design = {(n, arm): e for n, arm, _, e, _ in designs(data) + series_cells(data)}
-    if select is None and (record["cell"], record["arm"]) not in design:
-        return None  # a --select record: rescore it with --select
-    eval_ids = select or design[(record["cell"], record["arm"])]
+    # a --select record's model (trained on the cell's own training images) is scored on
+    # the cell's evaluation images without --select
+    cell = record["cell"].removeprefix("select ")
+    if select is None and (cell, record["arm"]) not in design:
+        return None
+    eval_ids = select or design[(cell, record["arm"])]
     before = dict(model.thresholds)
     if select is not None:
         old = score(model, data, eval_ids)
         figures_before = {k: old[k] for k in ("f1_50", "f1_70", "d50_relative_error",
                                               "matched")}
+    elif cell != record["cell"]:  # the record's figures are of the selection images
+        figures_before = None
     else:
         figures_before = {k: record[k] for k in ("f1_50", "f1_70", "d50_relative_error",
                                                  "matched")}
@@ -374,7 +380,10 @@ def main():
                 continue
             if args.arms and r["arm"] not in args.arms:
                 continue
-            new = rescore(data, kept, r, select=select)
+            # the train command's seed (its split), from a --train-args "--seed N" variant
+            words = r.get("variant", "").split()
+            seed = int(words[words.index("--seed") + 1]) if "--seed" in words else 0
+            new = rescore(data, kept, r, seed=seed, select=select)
             if new is None:
                 continue
             out.append(new)
