@@ -271,13 +271,13 @@ def test_weight_average_known_answer():
     avg = _Average(net, 0.5)
     torch.nn.init.ones_(net.weight)
     for _ in range(3):
-        avg.update(net)
+        avg.update()
     # decay per update t: min(0.5, (1 + t) / (10 + t)) = 2/11, 3/12, 4/13
     expected = 1 - (2 / 11) * (3 / 12) * (4 / 13)
     assert float(avg.net.weight) == pytest.approx(expected, rel=1e-6)
     assert float(net.weight) == 1.0  # the network itself is not touched
     for _ in range(200):
-        avg.update(net)
+        avg.update()
     assert float(avg.net.weight) == pytest.approx(1.0, abs=1e-6)
 
 

@@ -122,23 +122,29 @@ def _parallel(pool, seed: int, epoch: int, batch_size: int, n: int, window: int)
 
 
 class _Average:
-    """An exponential moving average of a network's weights (and float buffers), kept in a
-    copy of the network: ``decay_t = min(decay, (1 + t) / (10 + t))`` at update ``t``."""
+    """An exponential moving average of `net`'s weights (and float buffers), kept in a
+    copy of the network: ``decay_t = min(decay, (1 + t) / (10 + t))`` at update ``t``.
+    (Not `torch.optim.swa_utils.AveragedModel`: that one starts from the weights after the
+    first step, and its decay is fixed.)"""
 
     def __init__(self, net, decay: float):
         self.net = copy.deepcopy(net)
         self.net.requires_grad_(False)
         self.decay, self.updates = float(decay), 0
+        # the tensors themselves (load_state_dict copies into them): matched once, not per step
+        pairs = list(zip(self.net.state_dict().values(), net.state_dict().values()))
+        self._float = [list(t) for t in zip(*[p for p in pairs if p[0].dtype.is_floating_point])]
+        self._other = [p for p in pairs if not p[0].dtype.is_floating_point]
 
     @torch.no_grad()
-    def update(self, net) -> None:
+    def update(self) -> None:
+        """One step of the average, after an optimizer step of the source network."""
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for mine, theirs in zip(self.net.state_dict().values(), net.state_dict().values()):
-            if mine.dtype.is_floating_point:
-                mine.lerp_(theirs.detach(), 1 - d)
-            else:
-                mine.copy_(theirs)
+        if self._float:
+            torch._foreach_lerp_(self._float[0], self._float[1], 1 - d)
+        for mine, theirs in self._other:
+            mine.copy_(theirs)
 
     def state_dict(self) -> dict:
         return {"network": self.net.state_dict(), "updates": self.updates}
@@ -253,7 +259,7 @@ def fit(model, train, val, *, epochs: int, steps_per_epoch: int, batch_size: int
             loss.backward()
             opt.step()
             if ema is not None:
-                ema.update(net)
+                ema.update()
             sums += (loss.item(), lp.item(), ld.item())
             steps_done += 1
             bar.set_postfix(loss=f"{sums[0] / steps_done:.4f}", prob=f"{sums[1] / steps_done:.4f}",
