@@ -238,7 +238,7 @@ def per_image(model, pairs, ids) -> list[dict]:
     return out
 
 
-def rescore(data, keep, record, seed=0, select=None) -> dict | None:
+def rescore(data, keep, record, seed=0, select=None, split="auto") -> dict | None:
     """A kept cell's model with its thresholds chosen again by the present code, on the
     held-out part of its own training images (the train command's split, same seed), then
     scored as the cell was. No training and no evaluation image takes part in the choice.
@@ -261,7 +261,7 @@ def rescore(data, keep, record, seed=0, select=None) -> dict | None:
     # the train command reads its folder in sorted order
     real = [as_image_and_labels(*data.pair(data.ids.index(i)), name=i)
             for i in sorted(record["train_ids"])]
-    _, val, how = holdout(real, seed=seed)
+    _, val, how = holdout(real, seed=seed, split=split)
     if how != a["split"]:
         return None  # trained with another seed or given validation pairs
     design = {(n, arm): e for n, arm, _, e, _ in designs(data) + series_cells(data)}
@@ -380,10 +380,12 @@ def main():
                 continue
             if args.arms and r["arm"] not in args.arms:
                 continue
-            # the train command's seed (its split), from a --train-args "--seed N" variant
+            # the train command's seed and split, from a --train-args "--seed N --split S"
+            # variant
             words = r.get("variant", "").split()
             seed = int(words[words.index("--seed") + 1]) if "--seed" in words else 0
-            new = rescore(data, kept, r, seed=seed, select=select)
+            split = words[words.index("--split") + 1] if "--split" in words else "auto"
+            new = rescore(data, kept, r, seed=seed, select=select, split=split)
             if new is None:
                 continue
             out.append(new)

@@ -81,6 +81,20 @@ def test_holdout_whole_images_or_spatial_quarter():
     assert val[0][1].max() == 1 and train[0][1].max() == 1
 
 
+def test_holdout_split_can_be_chosen():
+    pairs = [(np.zeros((40, 60)), disks((40, 60), [(20, 10), (20, 50)], 5)) for _ in range(5)]
+    train, val, how = holdout(pairs, split="spatial")
+    # a quarter of every image validates, not one whole image
+    assert how["kind"] == "spatial" and len(train) == len(val) == 5
+    assert all(t[0].shape == (40, 45) and v[0].shape == (40, 15) for t, v in zip(train, val))
+    train, val, how = holdout(pairs[:2], split="images")
+    assert (len(train), len(val), how["kind"]) == (1, 1, "images")
+    with pytest.raises(ValueError, match="2 or more pairs"):
+        holdout(pairs[:1], split="images")
+    with pytest.raises(ValueError, match="split must be one of"):
+        holdout(pairs, split="kfold")
+
+
 def test_synthetic_pairs_match_the_annotated_size_and_density():
     real = [(im, m.labels) for im, m in rendered(2, size=128)]
     stats = annotation_stats(real)
@@ -243,9 +257,10 @@ def test_minutes_are_honoured_threshold_search_included():
     import time
 
     model = adapt(rendered(2), init="scratch", minutes=0.2, synthetic_per_real=1,
-                  progress=False, started=time.monotonic() - 6,
+                  progress=False, started=time.monotonic() - 6, split="images",
                   config_changes={k: v for k, v in TINY.items() if k != "learning_rate"})
     b = model.info["adaptation"]
+    assert b["split"]["kind"] == "images" and b["val_pairs"] == 1  # the split asked for
     assert 0.1 <= b["total_minutes"] <= 0.2 * 1.25 + 0.05
     assert b["train_minutes"] >= 0.1
 
@@ -261,6 +276,8 @@ def test_adapt_validates_arguments():
             adapt(pairs, init="scratch", synthetic_scale=bad)
     with pytest.raises(ValueError, match="init"):
         adapt(pairs, init=3.5)
+    with pytest.raises(ValueError, match="split"):
+        adapt(pairs, init="scratch", split="kfold")
     with pytest.raises(FileNotFoundError, match="shipped"):
         adapt(pairs, init="no-such-model")
 

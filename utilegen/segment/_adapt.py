@@ -150,15 +150,23 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
     return relabel_sequential(np.array(labels))[0]
 
 
-def holdout(pairs, *, seed=0, fraction: float = 0.2):
+SPLITS = ("auto", "images", "spatial")
+
+
+def holdout(pairs, *, seed=0, fraction: float = 0.2, split: str = "auto"):
     """Split real pairs into training and validation pairs; returns ``(train, val, how)``.
 
-    Three or more pairs: ``max(1, round(fraction * n))`` whole images are held out.
-    Fewer: every image is cut across its longer side and its last quarter held out
-    (a spatial split), so that even one annotated image has unseen validation data.
+    ``split="images"``: ``max(1, round(fraction * n))`` whole images are held out.
+    ``"spatial"``: every image is cut across its longer side and its last quarter held
+    out, so that even one annotated image has unseen validation data, and the validation
+    data come from every image. ``"auto"``: whole images from 3 pairs on, else spatial.
     """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     n = len(pairs)
-    if n >= 3:
+    if split == "images" and n < 2:
+        raise ValueError("split='images' needs 2 or more pairs (one to train, one to validate)")
+    if split == "images" or (split == "auto" and n >= 3):
         perm = np.random.default_rng(seed).permutation(n)
         n_val = max(1, round(fraction * n))
         val_idx, train_idx = sorted(perm[:n_val].tolist()), sorted(perm[n_val:].tolist())
@@ -313,7 +321,7 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
           steps_per_epoch: int = 25, batch_size: int | None = None, learning_rate=None,
           device=None, workers: int = 0, progress: bool = True, config_changes=None,
           max_steps: int | None = None, started: float | None = None,
-          synthetic_scale="auto"):
+          synthetic_scale="auto", split: str = "auto"):
     """Adapt a segmenter to your particles from a few annotated pairs; returns a new model.
 
     Parameters
@@ -327,6 +335,8 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
         Validation pairs. Default: held out from `pairs` (`holdout`: whole images when
         there are 3 or more, else the last quarter of each image). They choose the best
         weights and the thresholds, and give the reported figures.
+    split : "auto", "images" or "spatial"
+        How `holdout` holds validation data out of `pairs` when `val` is not given.
     minutes : float
         Wall-clock budget for the whole call (training, threshold search and validation).
     synthetic_per_real : "auto" or float
@@ -407,7 +417,7 @@ def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
     if val_pairs:
         train, how = real, {"kind": "given", "n": len(val_pairs)}
     else:
-        train, val_pairs, how = holdout(real, seed=seed)
+        train, val_pairs, how = holdout(real, seed=seed, split=split)
     stats = annotation_stats(train)
     several = several_magnifications(annotation_stats(real))
     # one pass at the chosen scale, unless the annotated images span magnifications: then

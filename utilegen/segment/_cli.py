@@ -63,6 +63,10 @@ def add_cli(subparsers) -> None:
     t.add_argument("--device", help="where to train: cpu (default), cuda, or auto")
     t.add_argument("--workers", type=int, default=0,
                    help="processes making training patches (use several with a GPU; default 0)")
+    t.add_argument("--split", choices=("auto", "images", "spatial"), default="auto",
+                   help="validation data held out of the pairs: whole images, the last "
+                        "quarter of every image, or auto (default: whole images from 3 "
+                        "pairs on)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--overwrite", action="store_true", help="replace an existing model in --out")
     t.set_defaults(func=_train)
@@ -139,6 +143,7 @@ def _train(args) -> int:
                   synthetic_per_real=args.synthetic_per_real, scale=args.scale, seed=args.seed,
                   synthetic_scale=("auto" if args.synthetic_scale is None
                                    else tuple(args.synthetic_scale)),
+                  split=args.split,
                   batch_size=args.batch_size, device=args.device, workers=args.workers,
                   config_changes={"n_rays": args.n_rays} if args.n_rays else None,
                   started=STARTED)
