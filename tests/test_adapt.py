@@ -70,10 +70,11 @@ def test_choose_scale_rejects_nonsense():
 
 
 def test_holdout_whole_images_or_spatial_quarter():
-    pairs = [(np.zeros((40, 60)), disks((40, 60), [(20, 10), (20, 50)], 5)) for _ in range(5)]
-    train, val, how = holdout(pairs, seed=0)
-    assert (len(train), len(val), how["kind"]) == (4, 1, "images")
-    assert sorted(how["train"] + how["val"]) == list(range(5))
+    pairs = [(np.zeros((40, 60)), disks((40, 60), [(20, 10), (20, 50)], 5)) for _ in range(10)]
+    train, val, how = holdout(pairs, seed=0)  # from 10 pairs on, 2 whole images validate
+    assert (len(train), len(val), how["kind"]) == (8, 2, "images")
+    assert sorted(how["train"] + how["val"]) == list(range(10))
+    assert holdout(pairs[:9])[2]["kind"] == "spatial"
     train, val, how = holdout(pairs[:1])
     assert how["kind"] == "spatial"
     assert train[0][0].shape == (40, 45) and val[0][0].shape == (40, 15)  # longer side cut

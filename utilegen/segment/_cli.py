@@ -54,8 +54,7 @@ def add_cli(subparsers) -> None:
                    help="resize factor before the network, or 'auto' (default): the median "
                         "annotated particle becomes ~40 px")
     t.add_argument("--val-images", type=Path,
-                   help="validation micrographs (default: held out from --images: whole images "
-                        "when there are 3 or more, else the last quarter of each image)")
+                   help="validation micrographs (default: held out from --images, see --split)")
     t.add_argument("--val-masks", type=Path, help="validation masks")
     t.add_argument("--n-rays", type=int, help="radial distances per pixel, with --init scratch "
                                               "(default 32; 64 for thin rods)")
@@ -65,7 +64,7 @@ def add_cli(subparsers) -> None:
                    help="processes making training patches (use several with a GPU; default 0)")
     t.add_argument("--split", choices=("auto", "images", "spatial"), default="auto",
                    help="validation data held out of the pairs: whole images, the last "
-                        "quarter of every image, or auto (default: whole images from 3 "
+                        "quarter of every image, or auto (default: whole images from 10 "
                         "pairs on)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--overwrite", action="store_true", help="replace an existing model in --out")
