@@ -311,7 +311,9 @@ def _reserve_seconds(model, val_pairs, scale, *, with_base: bool, cap: float) ->
     on this machine under its present load, and scaled to what is still to come: every
     held-out pixel at every scale that `scale` tries (the sweep's twice-the-scale pass alone
     costs 4x), twice (the threshold search, then the figures), for the base model too when
-    there is one, with half as much again for NMS. At most `cap`.
+    there is one, with half as much again for NMS; and 12 s for the step and validation
+    that end training and for writing the model (5-image cells overran 10 minutes by 1-7 s
+    with 5). At most `cap`.
     """
     image = max((im for im, _ in val_pairs), key=lambda im: im.size)
     model.predict_candidates(image, prob_thresh=0.5)  # warm-up: oneDNN picks its kernels
@@ -319,7 +321,7 @@ def _reserve_seconds(model, val_pairs, scale, *, with_base: bool, cap: float) ->
     model.predict_candidates(image, prob_thresh=0.5)
     per_pixel = (time.monotonic() - t) / (image.size * model.config.scale**2)
     pixels = sum(im.size for im, _ in val_pairs) * sum(s**2 for s in model._scales(scale))
-    return min(cap, 5 + 1.5 * per_pixel * pixels * 2 * (2 if with_base else 1))
+    return min(cap, 12 + 1.5 * per_pixel * pixels * 2 * (2 if with_base else 1))
 
 
 def adapt(pairs, *, init="emps", val=None, minutes: float = 10.0,
