@@ -308,6 +308,7 @@ def test_cli_train_writes_a_model_that_analyze_uses(tmp_path, capsys):
     assert 0 < a["validation"]["n_true"] < FEW_HELDOUT
     printed = capsys.readouterr().out
     assert "held-out particles: these figures" in printed
+    assert "expect lower figures on other samples" in printed  # the held-out quarters
     assert "synthetic: 5 per real pair (the paper's ratio), particle scale 0.5-" in printed
     assert info["kind"] == "stardist" and "utilegen_version" in info
     assert a["base"] == "scratch" and a["pair_ids"] == ["im0", "im1"]
