@@ -170,7 +170,11 @@ def run_cell(data, name, arm, train_ids, eval_ids, n_syn, minutes, seed=0, extra
             "command_minutes": round(wall, 2), "steps": a["steps"], "scale": a["scale"]["chosen"],
             "split": a["split"]["kind"], "thresholds": a["thresholds"],
             "predict_scale": a["scale"]["predict"], "heldout": a["validation"],
-            "kept": a.get("kept", "adapted"), **record}
+            "kept": a.get("kept", "adapted"),
+            # the train command's own clock: training, the reserve kept after it, and all of
+            # adapt (an overrun of --minutes is traced with these)
+            "adapt_minutes": {k: a.get(f"{k}_minutes") for k in ("train", "reserve", "total")},
+            **record}
 
 
 def kept_folder(keep, name, arm) -> Path:
