@@ -182,8 +182,10 @@ def kept_folder(keep, name, arm) -> Path:
     return Path(keep) / f"{name} {arm}".replace(" ", "_").replace("=", "")
 
 
-def score(model, data, eval_ids) -> dict:
-    """A cell's figures: `model` on the cell's evaluation images (all, matched, per mode)."""
+def score(model, data, eval_ids, brief=False) -> dict:
+    """A cell's figures: `model` on the cell's evaluation images (all, matched, per mode).
+
+    `brief`: all and matched only (no other scale modes, no per-image figures)."""
     from utilegen.segment._adapt import equivalent_diameters, validation_figures
     from utilegen.segment._data import as_image_and_labels
 
@@ -199,6 +201,10 @@ def score(model, data, eval_ids) -> dict:
     is_matched = [0.5 <= np.median(equivalent_diameters(y)) / d_train <= 2 for _, y in pairs]
     matched = [p for p, m in zip(pairs, is_matched) if m]
     match = validation_figures(model, matched) if matched else None
+    if brief:
+        return {**figures, "matched": None if match is None else {
+            "n_images": len(matched), **{k: match[k] for k in ("f1_50", "f1_70",
+                                                               "d50_relative_error")}}}
     ids = [i for i, m in zip(eval_ids, is_matched) if m]
     # the matched images under each way of choosing the scale (labelled; the thresholds
     # were chosen for the model's own predict_scale)
@@ -242,7 +248,8 @@ def per_image(model, pairs, ids) -> list[dict]:
     return out
 
 
-def rescore(data, keep, record, seed=0, select=None, split="auto") -> dict | None:
+def rescore(data, keep, record, seed=0, select=None, split="auto", rule=None,
+            brief=False) -> dict | None:
     """A kept cell's model with its thresholds chosen again by the present code, on the
     held-out part of its own training images (the train command's split, same seed), then
     scored as the cell was. No training and no evaluation image takes part in the choice.
@@ -253,6 +260,11 @@ def rescore(data, keep, record, seed=0, select=None, split="auto") -> dict | Non
     record's own figures (None for a --select record, scored on the cell's evaluation
     images). None when the kept model is not the one of `record` (another run
     of the cell) or the split cannot be rebuilt.
+
+    `brief`: as `score`'s.
+    `rule`: None for `optimize_thresholds`' default (the middle of a flat top), or
+    ``(prior, tolerance_particles)``: the threshold nearest `prior` (None: the base
+    model's, as `adapt` does) among those within that many held-out particles of the best.
     """
     from utilegen.segment import StarDist
     from utilegen.segment._adapt import holdout, validation_figures
@@ -277,7 +289,7 @@ def rescore(data, keep, record, seed=0, select=None, split="auto") -> dict | Non
     eval_ids = select or design[(cell, record["arm"])]
     before = dict(model.thresholds)
     if select is not None:
-        old = score(model, data, eval_ids)
+        old = score(model, data, eval_ids, brief=brief)
         figures_before = {k: old[k] for k in ("f1_50", "f1_70", "d50_relative_error",
                                               "matched")}
     elif cell != record["cell"]:  # the record's figures are of the selection images
@@ -285,8 +297,15 @@ def rescore(data, keep, record, seed=0, select=None, split="auto") -> dict | Non
     else:
         figures_before = {k: record[k] for k in ("f1_50", "f1_70", "d50_relative_error",
                                                  "matched")}
+    how_chosen = {}
+    if rule is not None:
+        prior, tolerance = rule
+        if prior is None:
+            base = a["base"]
+            prior = StarDist.load(base).thresholds["prob"] if Path(str(base)).is_dir() else None
+        how_chosen = {"prior": prior, "tolerance_particles": tolerance}
     try:
-        model.optimize_thresholds(val, scale=model.predict_scale)
+        model.optimize_thresholds(val, scale=model.predict_scale, **how_chosen)
     except ValueError as exc:  # no foreground on the held-out data
         return {"cell": record["cell"], "arm": record["arm"], "error": str(exc)}
     return {**{k: record[k] for k in ("cell", "arm", "n_real", "n_synthetic", "train_ids",
@@ -294,9 +313,10 @@ def rescore(data, keep, record, seed=0, select=None, split="auto") -> dict | Non
                                       "scale", "split", "predict_scale", "kept")},
             "cell": ("select " if select else "") + record["cell"].removeprefix("select "),
             "n_eval": len(eval_ids),
-            "rescored": {"thresholds_before": before, "before": figures_before},
+            "rescored": {"thresholds_before": before, "before": figures_before,
+                         "rule": how_chosen or "middle of the flat top"},
             "thresholds": dict(model.thresholds), "heldout": validation_figures(model, val),
-            **score(model, data, eval_ids)}
+            **score(model, data, eval_ids, brief=brief)}
 
 
 def markdown(results) -> str:
@@ -362,6 +382,13 @@ def main():
                     help="choose the thresholds of the models kept (--keep) in folder KEPT "
                          "again with the present code, for the cells in the file RECORDS, and "
                          "score them again (no training); written to --out")
+    ap.add_argument("--rule", default=None,
+                    help="with --rescore: 'middle' (the middle of a flat top) or "
+                         "'prior:K' (the threshold nearest the base model's among those "
+                         "within K held-out particles of the best) or 'fixed:T' (T; to "
+                         "score a grid); default: adapt's own")
+    ap.add_argument("--brief", action="store_true",
+                    help="with --rescore: the figures on all and matched images only")
     ap.add_argument("--table", type=Path,
                     help="print the results in this file as Markdown and exit")
     args = ap.parse_args()
@@ -376,6 +403,16 @@ def main():
         if "--out" not in sys.argv or args.out.resolve() == records.resolve():
             ap.error("--rescore writes a new file: give --out, other than RECORDS")
         out, select = [], selection_ids(data) if args.select else None
+        if args.rule in (None, "middle"):
+            from utilegen.segment._adapt import THRESHOLD_TOLERANCE_PARTICLES
+
+            rule = None if args.rule == "middle" else (None, THRESHOLD_TOLERANCE_PARTICLES)
+        elif args.rule.startswith("prior:"):
+            rule = (None, float(args.rule.split(":", 1)[1]))
+        elif args.rule.startswith("fixed:"):  # a probability threshold given, for a grid
+            rule = (float(args.rule.split(":", 1)[1]), float("inf"))
+        else:
+            ap.error(f"--rule must be 'middle', 'prior:K' or 'fixed:T', got {args.rule!r}")
         for r in json.loads(records.read_text()):
             if "error" in r or not kept_folder(kept, r["cell"], r["arm"]).is_dir():
                 continue
@@ -389,7 +426,8 @@ def main():
             words = r.get("variant", "").split()
             seed = int(words[words.index("--seed") + 1]) if "--seed" in words else 0
             split = words[words.index("--split") + 1] if "--split" in words else "auto"
-            new = rescore(data, kept, r, seed=seed, select=select, split=split)
+            new = rescore(data, kept, r, seed=seed, select=select, split=split, rule=rule,
+                          brief=args.brief)
             if new is None:
                 continue
             out.append(new)

@@ -348,6 +348,10 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         StarDist.load(tmp_path)
     with pytest.raises(ValueError, match="measure"):
         model.optimize_thresholds([pair], measure="speed")
+    with pytest.raises(ValueError, match="prior"):
+        model.optimize_thresholds([pair], prior=1.5)
+    with pytest.raises(ValueError, match="tolerance_particles"):
+        model.optimize_thresholds([pair], prior=0.5, tolerance_particles=-1)
 
 
 def test_import_does_not_load_torch():
@@ -615,6 +619,33 @@ def test_threshold_choice_takes_the_middle_of_a_flat_top():
     assert 0.6 <= t <= 0.7
     # an empty range (lowest = highest): its one point
     assert _flat_top_argmax(lambda t: t, 0.05, 0.05)[0] == 0.05
+
+
+def test_threshold_choice_with_a_prior_moves_only_as_far_as_the_evidence():
+    from utilegen.segment._model import _flat_top_argmax
+
+    def plateau(t):
+        return 1.0 if 0.2 <= t <= 0.7 else 0.5
+
+    # the prior inside the flat top is kept as it is
+    assert _flat_top_argmax(plateau, 0.05, 0.98, prior=0.563)[0] == 0.563
+    # outside it: the nearest point that scores the best, to the fine step
+    t, best = _flat_top_argmax(plateau, 0.05, 0.98, prior=0.9)
+    assert best == 1.0 and 0.69 <= t <= 0.7
+    t, best = _flat_top_argmax(plateau, 0.05, 0.98, prior=0.1)
+    assert best == 1.0 and 0.2 <= t <= 0.21
+
+    def slope(t):  # a clear optimum at 0.3, 0.1 lower at 0.5
+        return 1.0 - 0.5 * abs(t - 0.3)
+
+    # without tolerance the optimum wins over the prior; within the tolerance, the prior
+    t, _ = _flat_top_argmax(slope, 0.05, 0.98, prior=0.56)
+    assert abs(t - 0.3) <= 0.006
+    t, value = _flat_top_argmax(slope, 0.05, 0.98, prior=0.56, tolerance=0.1)
+    assert 0.49 <= t <= 0.5 and value >= 0.9 - 1e-9
+    assert _flat_top_argmax(slope, 0.05, 0.98, prior=0.56, tolerance=0.2)[0] == 0.56
+    # a prior outside the searched range is taken to its nearest end
+    assert _flat_top_argmax(lambda t: 0.0, 0.3, 0.6, prior=0.9)[0] == 0.6
 
 
 def test_candidate_cap_keeps_the_sure_ones_and_the_surest_others():

@@ -472,7 +472,8 @@ class StarDist:
     # --------------------------------------------------------------- thresholds
     def optimize_thresholds(self, val, *, nms_threshs=(0.3, 0.4, 0.5),
                             iou_threshs=(0.3, 0.5, 0.7), measure: str = "accuracy",
-                            scale: float | str | None = None, progress: bool = False) -> dict:
+                            scale: float | str | None = None, prior: float | None = None,
+                            tolerance_particles: float = 0.0, progress: bool = False) -> dict:
         """Choose the probability and NMS thresholds that maximize `measure` on `val`.
 
         For each NMS threshold, `measure` (averaged over `iou_threshs`, as in
@@ -492,6 +493,12 @@ class StarDist:
         the run at the lowest one, so each probability tried costs only rendering and
         matching. Sets and returns ``self.thresholds``; a `scale` given here also becomes
         ``self.predict_scale``, since the thresholds were chosen for it.
+
+        With a `prior` probability threshold (one known to work, such as that of the model
+        fine-tuned from), the probability threshold nearest it is taken among those that
+        score within `tolerance_particles` held-out particles of the best (a tolerance of
+        ``tolerance_particles / n`` in `measure`, for n validation particles): few held-out
+        particles then move the threshold only as far as they have evidence for.
         """
         from stardist.matching import matching_dataset
 
@@ -504,6 +511,10 @@ class StarDist:
             raise ValueError(f"measure must be one of {sorted(valid)}, got {measure!r}")
         if len(val) == 0:
             raise ValueError("val is empty")
+        if prior is not None and not 0 < prior < 1:
+            raise ValueError(f"prior must be a probability threshold in (0, 1), got {prior!r}")
+        if tolerance_particles < 0:
+            raise ValueError(f"tolerance_particles must be >= 0, got {tolerance_particles!r}")
         mode = self.predict_scale if scale is None else scale
         scales = self._scales(scale)
         truths, cands = [], []
@@ -518,6 +529,7 @@ class StarDist:
             cands.append([(s, self.predict_candidates(x, prob_thresh=0.05, scale=s,
                                                       _normalized=True)[:3]) for s in scales])
         max_prob = max((float(c[1].max()) if len(c[1]) else 0.0) for cs in cands for _, c in cs)
+        n_true = max(1, sum(len(np.unique(y[y > 0])) for y in truths))
         if max_prob <= 0:
             raise ValueError("the model predicts no foreground on the validation images")
         # Bound the cost: NMS on dense candidates at low thresholds takes minutes (1.3 M
@@ -549,7 +561,8 @@ class StarDist:
                     cache[t] = float(np.mean([getattr(s, measure) for s in stats]))
                 return cache[t]
 
-            t, value = _flat_top_argmax(score, lowest, max_prob)
+            t, value = _flat_top_argmax(score, lowest, max_prob, prior=prior,
+                                        tolerance=tolerance_particles / n_true)
             if progress:
                 print(f"nms {nms}: prob {t:.3f} -> {measure} {value:.4f}")
             if value > best[0]:
@@ -703,13 +716,19 @@ def _cap_candidates(candidates, sure: float, cap: int):
 
 
 def _flat_top_argmax(score, lo: float, hi: float, *, coarse: float = 0.05,
-                     fine: float = 0.01) -> tuple[float, float]:
+                     fine: float = 0.01, prior: float | None = None,
+                     tolerance: float = 0.0) -> tuple[float, float]:
     """The threshold in ``[lo, hi]`` that maximizes ``score(t)``, and its score.
 
     A grid of step `coarse`, then one of step `fine` within a coarse step either side of
     the best. Where the best score is reached over a range (a flat top, as with few
     validation particles), the middle of the widest such run of grid points is returned,
     if it scores as well; else the best point nearest that middle.
+
+    With a `prior` (a threshold known to work, such as the starting model's), every grid
+    point scoring within `tolerance` of the best counts as best, and the one nearest the
+    prior is returned (the prior itself where it scores that well): the held-out data
+    move the threshold away from the prior only as far as they have evidence for.
     """
     def top(grid):  # the best score on `grid`, and the widest run of grid indices reaching it
         values = np.array([score(t) for t in grid])
@@ -718,6 +737,20 @@ def _flat_top_argmax(score, lo: float, hi: float, *, coarse: float = 0.05,
         return best, max(np.split(on, np.flatnonzero(np.diff(on) > 1) + 1), key=len)
 
     grid = np.unique(np.append(np.arange(lo, hi, coarse), hi))
+    if prior is not None:
+        prior = float(np.clip(prior, lo, hi))
+        points = {float(t): score(t) for t in np.unique(np.append(grid, prior))}
+        t0 = max(points, key=points.get)  # the best, looked at closer as below
+        for t in np.clip(np.arange(t0 - coarse, t0 + coarse + fine / 2, fine), lo, hi):
+            points.setdefault(float(t), score(t))
+        enough = max(points.values()) - tolerance - 1e-12
+        t = min((u for u, v in points.items() if v >= enough), key=lambda u: abs(u - prior))
+        step = fine if t < prior else -fine  # then as near the prior as scores that well
+        for u in np.arange(t + step, prior, step):
+            if score(u) < enough:
+                break
+            t = float(u)
+        return t, float(score(t))
     best, run = top(grid)
     if len(run) == 1:  # a single peak: look closer around it
         t0 = grid[run[0]]
