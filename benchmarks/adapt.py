@@ -264,7 +264,9 @@ def rescore(data, keep, record, seed=0, select=None, split="auto", rule=None,
     `brief`: as `score`'s.
     `rule`: None for `optimize_thresholds`' default (the middle of a flat top), or
     ``(prior, tolerance_particles)``: the threshold nearest `prior` (None: the base
-    model's, as `adapt` does) among those within that many held-out particles of the best.
+    model's) among those within that many held-out particles of the best; `adapt` uses
+    ``(FLAT_TOP_THRESHOLD, 0)`` (RESULTS.md, "Where held-out particles cannot choose the
+    threshold").
     """
     from utilegen.segment import StarDist
     from utilegen.segment._adapt import holdout, validation_figures
@@ -383,10 +385,10 @@ def main():
                          "again with the present code, for the cells in the file RECORDS, and "
                          "score them again (no training); written to --out")
     ap.add_argument("--rule", default=None,
-                    help="with --rescore: 'middle' (the middle of a flat top) or "
-                         "'prior:K' (the threshold nearest the base model's among those "
-                         "within K held-out particles of the best) or 'fixed:T' (T; to "
-                         "score a grid); default: adapt's own")
+                    help="with --rescore: 'middle' (the middle of a flat top), "
+                         "'prior:K' or 'prior:K@P' (the threshold nearest the base model's, "
+                         "or P, among those within K held-out particles of the best) or "
+                         "'fixed:T' (T; to score a grid); default: adapt's own")
     ap.add_argument("--brief", action="store_true",
                     help="with --rescore: the figures on all and matched images only")
     ap.add_argument("--table", type=Path,
@@ -403,12 +405,15 @@ def main():
         if "--out" not in sys.argv or args.out.resolve() == records.resolve():
             ap.error("--rescore writes a new file: give --out, other than RECORDS")
         out, select = [], selection_ids(data) if args.select else None
-        if args.rule in (None, "middle"):
-            from utilegen.segment._adapt import THRESHOLD_TOLERANCE_PARTICLES
+        if args.rule is None:  # adapt's own
+            from utilegen.segment._adapt import FLAT_TOP_THRESHOLD
 
-            rule = None if args.rule == "middle" else (None, THRESHOLD_TOLERANCE_PARTICLES)
-        elif args.rule.startswith("prior:"):
-            rule = (None, float(args.rule.split(":", 1)[1]))
+            rule = (FLAT_TOP_THRESHOLD, 0.0)
+        elif args.rule == "middle":
+            rule = None
+        elif args.rule.startswith("prior:"):  # prior:K (the base's threshold) or prior:K@P
+            k, _, p = args.rule.split(":", 1)[1].partition("@")
+            rule = (float(p) if p else None, float(k))
         elif args.rule.startswith("fixed:"):  # a probability threshold given, for a grid
             rule = (float(args.rule.split(":", 1)[1]), float("inf"))
         else:

@@ -246,11 +246,6 @@ def test_adaptation_records_provenance_and_honours_minutes(adapted):
     assert a["scale"]["from"] == "annotated median diameter"
     assert {"f1_50", "f1_70", "d50_relative_error"} <= set(a["validation"])
     assert a["steps"] == 400
-    # the thresholds were chosen near the base's (0.5), as far as the held-out data show
-    from utilegen.segment._adapt import THRESHOLD_TOLERANCE_PARTICLES
-
-    assert a["threshold_prior"] == {"prior": 0.5,
-                                    "tolerance_particles": THRESHOLD_TOLERANCE_PARTICLES}
 
 
 def test_minutes_are_honoured_threshold_search_included():
@@ -258,7 +253,6 @@ def test_minutes_are_honoured_threshold_search_included():
                   config_changes={k: v for k, v in TINY.items() if k != "learning_rate"})
     a = model.info["adaptation"]
     assert a["steps"] > 0 and a["total_minutes"] <= 0.2 * 1.25 + 0.05
-    assert a["threshold_prior"] is None  # from scratch there is no threshold to start from
     # the reserve after training is recorded: 12 s at least, capped at 40 % of the budget,
     # so here the cap (4.8 s of 12)
     assert a["reserve_minutes"] == pytest.approx(0.4 * 0.2, abs=1e-3)

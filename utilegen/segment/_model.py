@@ -494,11 +494,14 @@ class StarDist:
         matching. Sets and returns ``self.thresholds``; a `scale` given here also becomes
         ``self.predict_scale``, since the thresholds were chosen for it.
 
-        With a `prior` probability threshold (one known to work, such as that of the model
-        fine-tuned from), the probability threshold nearest it is taken among those that
-        score within `tolerance_particles` held-out particles of the best (a tolerance of
-        ``tolerance_particles / n`` in `measure`, for n validation particles): few held-out
-        particles then move the threshold only as far as they have evidence for.
+        With a `prior` probability threshold (one known to work on such images), the
+        probability threshold nearest it is taken among those that score within
+        `tolerance_particles` validation particles of the best (a tolerance of
+        ``tolerance_particles / n`` in `measure`, for n validation particles): few
+        validation particles then move the threshold only as far as they have evidence
+        for. `adapt` passes its `FLAT_TOP_THRESHOLD` with no tolerance: where several
+        thresholds score the best, the one nearest 0.3, not the middle
+        (benchmarks/RESULTS.md, "Where held-out particles cannot choose the threshold").
         """
         from stardist.matching import matching_dataset
 
