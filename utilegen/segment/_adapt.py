@@ -58,7 +58,7 @@ DENSE_TOUCHING = 0.5
 #: Where the held-out particles cannot choose the probability threshold (several score the
 #: best: a flat top, as with one image's 2-5 held-out particles), the one nearest this is
 #: taken, not the middle of the flat top. Chosen on the selection images: the three one-image
-#: models that transfer there scored their best matched F1@0.5 at 0.3 (grid 0.15-0.55);
+#: models that transfer there scored their best matched F1@0.5 at 0.3 (grid 0.15-0.5);
 #: the middle chose 0.55 for a 2-particle quarter (0.80 against 0.89 at 0.3), and the
 #: base's own threshold (0.56) lost 0.07-0.11 (RESULTS.md, "Where held-out particles
 #: cannot choose the threshold").
