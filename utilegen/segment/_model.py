@@ -728,7 +728,7 @@ def _flat_top_argmax(score, lo: float, hi: float, *, coarse: float = 0.05,
     validation particles), the middle of the widest such run of grid points is returned,
     if it scores as well; else the best point nearest that middle.
 
-    With a `prior` (a threshold known to work, such as the starting model's), every grid
+    With a `prior` (a threshold known to work on such data, as `adapt`'s 0.3), every grid
     point scoring within `tolerance` of the best counts as best, and the one nearest the
     prior is returned (the prior itself where it scores that well): the held-out data
     move the threshold away from the prior only as far as they have evidence for.
