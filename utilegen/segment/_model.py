@@ -739,12 +739,15 @@ def _flat_top_argmax(score, lo: float, hi: float, *, coarse: float = 0.05,
         on = np.flatnonzero(values >= best - 1e-12)
         return best, max(np.split(on, np.flatnonzero(np.diff(on) > 1) + 1), key=len)
 
+    def closer(t0):  # a fine grid within a coarse step either side of t0
+        return np.unique(np.clip(np.arange(t0 - coarse, t0 + coarse + fine / 2, fine), lo, hi))
+
     grid = np.unique(np.append(np.arange(lo, hi, coarse), hi))
     if prior is not None:
         prior = float(np.clip(prior, lo, hi))
         points = {float(t): score(t) for t in np.unique(np.append(grid, prior))}
         t0 = max(points, key=points.get)  # the best, looked at closer as below
-        for t in np.clip(np.arange(t0 - coarse, t0 + coarse + fine / 2, fine), lo, hi):
+        for t in closer(t0):
             points.setdefault(float(t), score(t))
         enough = max(points.values()) - tolerance - 1e-12
         t = min((u for u, v in points.items() if v >= enough), key=lambda u: abs(u - prior))
@@ -756,8 +759,7 @@ def _flat_top_argmax(score, lo: float, hi: float, *, coarse: float = 0.05,
         return t, float(score(t))
     best, run = top(grid)
     if len(run) == 1:  # a single peak: look closer around it
-        t0 = grid[run[0]]
-        grid = np.unique(np.clip(np.arange(t0 - coarse, t0 + coarse + fine / 2, fine), lo, hi))
+        grid = closer(grid[run[0]])
         best, run = top(grid)
     middle = (grid[run[0]] + grid[run[-1]]) / 2
     if score(middle) >= best - 1e-12:
