@@ -73,8 +73,23 @@ def cache_dir(args) -> Path:
     return path
 
 
-def predicted(args, stem) -> InstanceMask:
-    return InstanceMask(np.load(cache_dir(args) / f"{stem}.npy"))
+def predicted(args, stem, image=None) -> InstanceMask:
+    """The shipped segmenter's cached mask of `stem`; given the `image`, without what
+    `analyze` keeps out of the particle table (a scale bar read with confidence and its
+    label, an instrument data bar), found as `analyze` finds them and cached too."""
+    mask = InstanceMask(np.load(cache_dir(args) / f"{stem}.npy"))
+    if image is None:
+        return mask
+    from utilegen.pipeline._calibration import _calibration, _outside
+
+    path = cache_dir(args) / f"{stem}.excluded.json"
+    if path.exists():
+        boxes = [tuple(b) for b in json.loads(path.read_text())]
+    else:
+        boxes = [tuple(int(v) for v in b)
+                 for b in _calibration(image, image, "auto", "nm").excluded()]
+        path.write_text(json.dumps(boxes))
+    return _outside(mask, boxes)
 
 
 def stage_predict(args):
@@ -216,10 +231,9 @@ def score(args, d, labels, stems, clf) -> dict:
     for s in stems:
         image, mask = d[d.ids.index(s)]
         gt = labels[s]
-        pred_mask = predicted(args, s)
+        pred_mask = predicted(args, s, image)
         row = {"id": s, "class": gt}
-        # particles cut by the border are left out, as analyze's table does by default
-        # (analyze also drops a scale bar's label, which this benchmark does not look for)
+        # as analyze's table: particles cut by the border and the scale bar's label left out
         shp = particle_shapes(pred_mask, image, classifier=clf, exclude_border=True)
         if len(shp):
             row["pipeline"] = dominant_shape(shp, weight="probability")  # analyze's reading
